@@ -1,0 +1,1 @@
+//! skiff-build: Dockerfile parser and builder.

@@ -1,0 +1,2 @@
+//! `skiff-build` binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Benchmarks of skiff against runc, crun, umoci and buildah.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Test harness shared by skiff's conformance, differential and security suites.

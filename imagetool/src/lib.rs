@@ -1,0 +1,1 @@
+//! skiff-image: OCI image layouts, import/export, unpack and commit.

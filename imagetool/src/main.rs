@@ -1,0 +1,2 @@
+//! `skiff-image` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Filesystem: safe resolution of paths inside a root.

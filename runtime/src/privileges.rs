@@ -1,0 +1,1 @@
+//! (security owner) privileges

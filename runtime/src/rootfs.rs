@@ -1,0 +1,1 @@
+//! (filesystem owner) rootfs

@@ -1,0 +1,1 @@
+//! containerd shim v2 for skiff.

@@ -1,0 +1,2 @@
+//! `containerd-shim-skiff-v2` binary.
+fn main() {}
