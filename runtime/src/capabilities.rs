@@ -1,1 +1,1 @@
-//! (security owner) capabilities
+//! Linux capabilities: name parsing and the five capability sets.

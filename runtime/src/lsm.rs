@@ -1,1 +1,1 @@
-//! (security owner) lsm
+//! Linux security modules: AppArmor profiles and SELinux labels.
