@@ -1,1 +1,25 @@
-//! skiff-build: Dockerfile parser and builder.
+//! skiff-build: Dockerfile parser and image builder.
+//!
+//! The front end ([`parser`], [`instructions`], [`expand`], [`vars`]) turns a Dockerfile into
+//! typed instructions and evaluates variables exactly as the Dockerfile reference says; the
+//! back end builds images with skiff-image as a library and a runtime through its CLI.
+
+pub mod error;
+pub mod expand;
+pub mod instructions;
+pub mod parser;
+pub mod vars;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod dockerignore;
+pub mod rootfs;
+pub mod copy;
+pub mod archive;
+pub mod engine;
+pub mod fetch;
+pub mod reproducible;
+pub mod runtime;
+
+pub use error::{ExpandError, ParseError, Position};
+pub use instructions::{Dockerfile, Instruction, Located};
+pub use parser::parse;

@@ -1,2 +1,290 @@
-//! `skiff-image` binary.
-fn main() {}
+//! `skiff-image` binary: command-line front end of the skiff_image library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use skiff_image::{bundle, store::Store, transfer, Mode, SpecOptions, UnpackOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "skiff-image", version, about = "OCI image store: import/export, unpack (copy|overlay), commit")]
+struct Cli {
+    /// Store directory (an OCI image layout).
+    #[arg(long, global = true, env = "SKIFF_STORE", default_value = skiff_image::store::DEFAULT_STORE)]
+    store: PathBuf,
+    /// Log file (default stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Import an OCI layout/archive, docker archive, rootfs tarball or rootfs directory.
+    Import {
+        /// Source: PATH, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG].
+        source: String,
+        /// NAME[:TAG] to give it in the store.
+        name: Option<String>,
+        /// Platform to pick from an index (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Cmd for a rootfs import (repeat for each word).
+        #[arg(long = "cmd", num_args = 1..)]
+        cmd: Option<Vec<String>>,
+        /// Entrypoint for a rootfs import (repeat for each word).
+        #[arg(long = "entrypoint", num_args = 1..)]
+        entrypoint: Option<Vec<String>>,
+        /// Extra KEY=VALUE env for a rootfs import.
+        #[arg(long = "env")]
+        env: Vec<String>,
+    },
+    /// Export an image to oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG].
+    Export {
+        /// Image reference.
+        image: String,
+        /// Destination.
+        dest: String,
+    },
+    /// List images.
+    Images {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only print names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print manifest and config as JSON.
+    Inspect {
+        /// Image reference.
+        image: String,
+        /// Platform to pick from an index.
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Give an image another name.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New NAME[:TAG].
+        target: String,
+    },
+    /// Remove image names (blobs go on gc).
+    Rm {
+        /// NAME[:TAG]...
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unreferenced blobs and cached layers.
+    Gc,
+    /// Show an image's history.
+    History {
+        /// Image reference.
+        image: String,
+    },
+    /// Unpack an image into an OCI bundle.
+    Unpack {
+        /// Image reference.
+        image: String,
+        /// Bundle directory (created; must be empty).
+        bundle: PathBuf,
+        /// copy or overlay (default overlay when the kernel has it).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Override the image's Cmd (one or more words).
+        #[arg(long = "cmd", num_args = 1.., allow_hyphen_values = true)]
+        cmd: Option<Vec<String>>,
+        /// Override the Entrypoint.
+        #[arg(long = "entrypoint", num_args = 1.., allow_hyphen_values = true)]
+        entrypoint: Option<Vec<String>>,
+        /// KEY=VALUE environment.
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        /// Bind mount HOST:CTR[:ro].
+        #[arg(short = 'v', long = "volume")]
+        volume: Vec<String>,
+        /// Hostname.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Read-only rootfs.
+        #[arg(long = "read-only")]
+        read_only: bool,
+        /// User override.
+        #[arg(long)]
+        user: Option<String>,
+        /// Platform to pick from an index.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Per-layer uncompressed size limit in bytes.
+        #[arg(long = "max-layer-size")]
+        max_layer_size: Option<u64>,
+    },
+    /// Unmount an overlay bundle's rootfs.
+    Umount {
+        /// Bundle directory.
+        bundle: PathBuf,
+    },
+    /// Mount an overlay bundle's rootfs again after umount.
+    Mount {
+        /// Bundle directory.
+        bundle: PathBuf,
+    },
+    /// Unmount and delete a bundle.
+    RmBundle {
+        /// Bundle directory.
+        bundle: PathBuf,
+    },
+    /// Commit a bundle's changes as a new image.
+    Commit {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// NAME[:TAG] for the new image.
+        name: String,
+        /// History comment.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+}
+
+fn init_logging(cli: &Cli) -> Result<()> {
+    let level = if cli.debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match &cli.log {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("opening log {}", p.display()))?;
+            let w = std::sync::Mutex::new(f);
+            if cli.log_format == "json" {
+                b.json().with_writer(w).init();
+            } else {
+                b.with_ansi(false).with_writer(w).init();
+            }
+        }
+        None => {
+            if cli.log_format == "json" {
+                b.json().with_writer(std::io::stderr).init();
+            } else {
+                b.with_writer(std::io::stderr).init();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("skiff-image: {e:#}");
+        std::process::exit(1);
+    }
+    if let Err(e) = run(cli) {
+        tracing::error!("{e:#}");
+        eprintln!("skiff-image: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store = Store::open(&cli.store).with_context(|| format!("opening store {}", cli.store.display()))?;
+    match cli.cmd {
+        Cmd::Import { source, name, platform, cmd, entrypoint, env } => {
+            let opts = transfer::ImportOptions { platform, cmd, entrypoint, env };
+            let img = transfer::import(&store, &source, name.as_deref(), &opts).with_context(|| format!("importing {source}"))?;
+            println!("{}", img.name.clone().unwrap_or_else(|| img.manifest_digest.clone()));
+        }
+        Cmd::Export { image, dest } => {
+            let img = transfer::resolve(&store, &image, None).with_context(|| format!("resolving {image}"))?;
+            transfer::export(&store, &img, &dest).with_context(|| format!("exporting {image} to {dest}"))?;
+        }
+        Cmd::Images { json, quiet } => {
+            let list = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                for i in list {
+                    println!("{}:{}", i.name, i.tag);
+                }
+            } else {
+                println!("{:<30} {:<15} {:<14} {:<22} {:>10}", "NAME", "TAG", "ID", "CREATED", "SIZE");
+                for i in list {
+                    let id: String = i.id.trim_start_matches("sha256:").chars().take(12).collect();
+                    let created: String = i.created.unwrap_or_default().chars().take(19).collect();
+                    println!("{:<30} {:<15} {:<14} {:<22} {:>10}", i.name, i.tag, id, created, human(i.size));
+                }
+            }
+        }
+        Cmd::Inspect { image, platform } => {
+            let img = transfer::resolve(&store, &image, platform.as_deref()).with_context(|| format!("resolving {image}"))?;
+            let out = serde_json::json!({
+                "Name": img.name, "Digest": img.manifest_digest, "Id": img.config_digest,
+                "MediaType": img.manifest_media_type,
+                "Manifest": serde_json::from_slice::<serde_json::Value>(&store.read_blob(&img.manifest_digest)?)?,
+                "Config": serde_json::from_slice::<serde_json::Value>(&store.read_blob(&img.config_digest)?)?,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Tag { source, target } => {
+            let img = transfer::resolve(&store, &source, None).with_context(|| format!("resolving {source}"))?;
+            store.tag(&img, &target)?;
+        }
+        Cmd::Rm { names } => {
+            for n in names {
+                store.remove(&n).with_context(|| format!("removing {n}"))?;
+            }
+        }
+        Cmd::Gc => {
+            let (b, l) = store.gc()?;
+            println!("removed {b} blobs, {l} cached layers");
+        }
+        Cmd::History { image } => {
+            let img = transfer::resolve(&store, &image, None).with_context(|| format!("resolving {image}"))?;
+            println!("{:<32} {:<8} {}", "CREATED", "LAYER", "CREATED BY");
+            for h in img.config.history().clone().unwrap_or_default() {
+                let created: String = h.created().clone().unwrap_or_default().chars().take(30).collect();
+                let empty = if h.empty_layer().unwrap_or(false) { "-" } else { "yes" };
+                println!("{:<32} {:<8} {}", created, empty, h.created_by().clone().unwrap_or_default());
+            }
+        }
+        Cmd::Unpack { image, bundle, mode, cmd, entrypoint, env, volume, hostname, read_only, user, platform, max_layer_size } => {
+            let img = transfer::resolve(&store, &image, platform.as_deref()).with_context(|| format!("resolving {image}"))?;
+            let mode = mode.map(|m| m.parse::<Mode>()).transpose()?;
+            let opts = UnpackOptions {
+                mode,
+                spec: SpecOptions { cmd, entrypoint, env, volumes: volume, hostname, read_only, user, cwd: None },
+                max_layer_size,
+                progress: std::io::stderr().is_terminal(),
+            };
+            bundle::unpack(&store, &img, &bundle, &opts).with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
+        }
+        Cmd::Umount { bundle } => bundle::umount(&bundle)?,
+        Cmd::Mount { bundle } => bundle::remount(&store, &bundle)?,
+        Cmd::RmBundle { bundle } => bundle::remove_bundle(&bundle)?,
+        Cmd::Commit { bundle, name, message } => {
+            let b = bundle::read_meta(&bundle)?;
+            let st = if b.store != cli.store { Store::open(&b.store)? } else { store };
+            let h = skiff_image::History { created_by: format!("skiff-image commit {}", bundle.display()), comment: message, author: None };
+            let img = bundle::commit(&st, &bundle, &name, Some(h)).with_context(|| format!("committing {}", bundle.display()))?;
+            println!("{}", img.config_digest);
+        }
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.1}{}", units[i])
+}

@@ -24,6 +24,7 @@ pub mod paths;
 pub mod privileges;
 pub mod process;
 pub mod rootfs;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod signals;
 pub mod spec;

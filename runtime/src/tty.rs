@@ -1,1 +1,260 @@
-//! (lifecycle owner) tty
+//! Terminals: allocating the container's pty and handing the master to `--console-socket`
+//! (SCM_RIGHTS, as runc does), consoleSize, and making the slave the controlling terminal.
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+/// Open a new pty pair from the (container's) /dev/ptmx: (master, slave path).
+pub fn open_pty() -> Result<(OwnedFd, PathBuf)> {
+    // SAFETY: open/ioctl on a path literal and the fd we just got.
+    unsafe {
+        let fd = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("opening /dev/ptmx");
+        }
+        let master = OwnedFd::from_raw_fd(fd);
+        let mut unlock: libc::c_int = 0;
+        if libc::ioctl(fd, libc::TIOCSPTLCK, &mut unlock) != 0 {
+            return Err(io::Error::last_os_error()).context("unlocking pty");
+        }
+        let mut n: libc::c_uint = 0;
+        if libc::ioctl(fd, libc::TIOCGPTN, &mut n) != 0 {
+            return Err(io::Error::last_os_error()).context("getting pty number");
+        }
+        Ok((master, PathBuf::from(format!("/dev/pts/{n}"))))
+    }
+}
+
+/// Set the terminal size (consoleSize / the caller's window size).
+pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Get the window size of `fd` if it is a terminal.
+pub fn get_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ into a zeroed winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) != 0 {
+            return None;
+        }
+        Some((ws.ws_row, ws.ws_col))
+    }
+}
+
+/// Open the slave, make it our controlling terminal and stdin/stdout/stderr.
+pub fn attach_slave(slave: &std::path::Path) -> Result<()> {
+    let c = std::ffi::CString::new(slave.as_os_str().as_encoded_bytes())
+        .context("pty path contains NUL")?;
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("opening {}", slave.display()));
+        }
+        libc::setsid();
+        if libc::ioctl(fd, libc::TIOCSCTTY, 0) != 0 {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e).context("setting controlling terminal");
+        }
+        for target in 0..3 {
+            if libc::dup2(fd, target) < 0 {
+                let e = io::Error::last_os_error();
+                libc::close(fd);
+                return Err(e).context("dup2 pty slave");
+            }
+        }
+        if fd > 2 {
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Connect to `--console-socket` (in the runtime, before fork).
+pub fn connect_console_socket(path: &std::path::Path) -> Result<OwnedFd> {
+    let s = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("connecting to console socket {}", path.display()))?;
+    Ok(OwnedFd::from(s))
+}
+
+/// Send `fd` over the unix socket `sock` with SCM_RIGHTS, with `name` as the payload.
+pub fn send_fd(sock: RawFd, fd: RawFd, name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes();
+    // SAFETY: building a msghdr with one iovec and one SCM_RIGHTS cmsg on local buffers.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+        if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receive one fd sent with [`send_fd`].
+pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: recvmsg into local buffers; the received fd is owned by us afterwards.
+    unsafe {
+        let mut data = [0u8; 256];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(io::Error::other("no file descriptor received"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Put the caller's terminal in raw mode; restores the saved settings on drop.
+#[derive(Debug)]
+pub struct RawMode {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    /// Enter raw mode on `fd` if it is a terminal.
+    pub fn enter(fd: RawFd) -> Option<RawMode> {
+        // SAFETY: tcgetattr/tcsetattr on a terminal fd.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+            Some(RawMode { fd, saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the attributes we saved.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// Copy between our stdin/stdout and the pty master until the master closes (the container
+/// exited). Runs on a helper thread of the (already forked) foreground runtime.
+pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
+    let mfd = master.as_raw_fd();
+    // SAFETY: dup gives the writer thread its own fd.
+    let wfd = unsafe { libc::dup(mfd) };
+    if wfd >= 0 {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: read/write on fds we own.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+                if n <= 0 {
+                    break;
+                }
+                let mut off = 0usize;
+                while off < n as usize {
+                    // SAFETY: as above.
+                    let w = unsafe {
+                        libc::write(
+                            wfd,
+                            buf[off..].as_ptr() as *const libc::c_void,
+                            n as usize - off,
+                        )
+                    };
+                    if w <= 0 {
+                        return;
+                    }
+                    off += w as usize;
+                }
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: read/write on fds we own.
+            let n = unsafe { libc::read(mfd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                // SAFETY: as above.
+                let w = unsafe {
+                    libc::write(1, buf[off..].as_ptr() as *const libc::c_void, n as usize - off)
+                };
+                if w <= 0 {
+                    break;
+                }
+                off += w as usize;
+            }
+        }
+        drop(master);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_passing() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let f = std::fs::File::open("/dev/null").expect("null");
+        send_fd(a.as_raw_fd(), f.as_raw_fd(), c"/dev/ptmx").expect("send");
+        let got = recv_fd(b.as_raw_fd()).expect("recv");
+        assert!(got.as_raw_fd() >= 0);
+    }
+}

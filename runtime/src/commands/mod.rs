@@ -4,10 +4,21 @@
 //! engineer owns the rest and the dispatch in `cli.rs`.
 use std::path::PathBuf;
 
+pub mod checkpoint;
+pub mod create;
+pub mod delete;
 pub mod events;
+pub mod exec;
+pub mod features;
+pub mod kill;
+pub mod list;
 pub mod pause;
 pub mod ps;
 pub mod resume;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
 pub mod update;
 
 /// Options given before the command name, shared by every command.

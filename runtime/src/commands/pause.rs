@@ -1,5 +1,7 @@
-//! `skiff pause` (cgroups engineer).
+//! `skiff pause`: freeze every process of the container (freezer v1, cgroup.freeze v2).
 use super::GlobalOptions;
+use crate::cgroups::CgroupManager;
+use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff pause`.
 #[derive(Debug, clap::Args)]
@@ -10,6 +12,13 @@ pub struct Args {
 
 /// Run `skiff pause`; returns the exit code.
 pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
-    let _ = global;
-    anyhow::bail!("pause of {}: not implemented yet", args.id)
+    let dir = StateDir::open(&global.root, &args.id)?;
+    let st = dir.load()?;
+    match st.status(&dir) {
+        Status::Running | Status::Created => {}
+        _ => anyhow::bail!("container not running"),
+    }
+    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+    cg.freeze()?;
+    Ok(0)
 }

@@ -1,5 +1,7 @@
-//! `skiff resume` (cgroups engineer).
+//! `skiff resume`: thaw a paused container.
 use super::GlobalOptions;
+use crate::cgroups::CgroupManager;
+use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff resume`.
 #[derive(Debug, clap::Args)]
@@ -10,6 +12,14 @@ pub struct Args {
 
 /// Run `skiff resume`; returns the exit code.
 pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
-    let _ = global;
-    anyhow::bail!("resume of {}: not implemented yet", args.id)
+    let dir = StateDir::open(&global.root, &args.id)?;
+    let st = dir.load()?;
+    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+    // A created container can be frozen too; its status then still reads "created".
+    let frozen = st.init_alive() && cg.is_frozen()?;
+    if !frozen || st.status(&dir) == Status::Stopped {
+        anyhow::bail!("container not paused");
+    }
+    cg.thaw()?;
+    Ok(0)
 }

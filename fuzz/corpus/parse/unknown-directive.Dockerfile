@@ -1,0 +1,4 @@
+# unknowndirective=value
+# syntax=value
+FROM ImageName
+# directive=value

@@ -1,0 +1,203 @@
+//! Reading layer blobs (verified, decompressed, size-limited, diff_id-checked) into a directory,
+//! and the overlay-mode layer cache.
+
+use crate::apply::{self, ApplyFormat};
+use crate::digest::{self, HashReader, TOO_LARGE_MARK};
+use crate::error::{Error, Result};
+use crate::store::{self, Store};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Default limit on one layer's uncompressed size (decompression-bomb guard); override with
+/// `SKIFF_IMAGE_MAX_LAYER_SIZE` (bytes) or the API.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+
+/// The configured per-layer uncompressed size limit.
+pub fn max_layer_size() -> u64 {
+    std::env::var("SKIFF_IMAGE_MAX_LAYER_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_LAYER_SIZE)
+}
+
+/// Compression of a layer stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// Sniff the compression from the first bytes (media types lie surprisingly often).
+pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
+    let b = r.fill_buf()?;
+    Ok(if b.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    })
+}
+
+/// Wrap a buffered stream in the right decompressor.
+pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match sniff(&mut r)? {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Turn errors raised inside the stream chain into precise errors.
+fn classify(e: Error, what: &str, limit: u64) -> Error {
+    let s = e.to_string();
+    if s.contains(TOO_LARGE_MARK) {
+        return Error::TooLarge {
+            what: what.to_string(),
+            limit,
+        };
+    }
+    if s.contains("skiff-image: digest mismatch|") {
+        let rest = s.split("skiff-image: digest mismatch|").nth(1).unwrap_or_default();
+        let mut it = rest.splitn(2, '|');
+        return Error::Digest {
+            what: what.to_string(),
+            expected: it.next().unwrap_or_default().to_string(),
+            actual: it.next().unwrap_or_default().to_string(),
+        };
+    }
+    match e {
+        Error::Io { context, source } => Error::Io {
+            context: format!("{what}: {context}"),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Apply the layer blob `digest` (whose uncompressed stream must hash to `diff_id`) to `target`.
+pub fn apply_blob(
+    store: &Store,
+    digest: &str,
+    size: u64,
+    diff_id: &str,
+    target: &Path,
+    format: ApplyFormat,
+    limit: u64,
+) -> Result<()> {
+    let what = format!("layer {digest}");
+    let mut blob = store.open_blob(digest, Some(size))?;
+    let r = (|| -> Result<()> {
+        let br = BufReader::with_capacity(256 * 1024, &mut blob);
+        let dec = decompress(br).map_err(|e| Error::io("reading layer header", e))?;
+        let mut hr = HashReader::new(dec, limit, what.clone());
+        apply::apply_layer(target, &mut hr, format)?;
+        let (got, _) = hr.drain().map_err(|e| Error::io("reading layer", e))?;
+        if got != diff_id {
+            return Err(Error::Digest {
+                what: format!("diff_id of {what}"),
+                expected: diff_id.to_string(),
+                actual: got,
+            });
+        }
+        Ok(())
+    })();
+    r.map_err(|e| classify(e, &what, limit))?;
+    blob.finish().map_err(|e| store::blob_read_error(digest, e))?;
+    Ok(())
+}
+
+/// Path of the cached overlay layer for a diff_id.
+pub fn cache_path(store: &Store, diff_id: &str) -> Result<PathBuf> {
+    Ok(store.layer_cache().join(digest::hex_part(diff_id)?))
+}
+
+/// Make sure every layer of `image` is in the overlay cache, extracting missing ones in
+/// parallel (2 workers). Returns the cache dirs bottom first.
+pub fn ensure_cached(
+    store: &Store,
+    image: &store::Image,
+    limit: u64,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Vec<PathBuf>> {
+    let layers = image.layers();
+    let diff_ids = image.diff_ids();
+    let mut dirs = Vec::new();
+    let mut todo = Vec::new();
+    for (i, (d, _mt, size)) in layers.iter().enumerate() {
+        let p = cache_path(store, &diff_ids[i])?;
+        if !p.exists() {
+            todo.push((d.clone(), *size, diff_ids[i].clone(), p.clone()));
+        }
+        dirs.push(p);
+    }
+    // Deduplicate (the same layer may appear twice).
+    todo.sort_by(|a, b| a.2.cmp(&b.2));
+    todo.dedup_by(|a, b| a.2 == b.2);
+    if let Some(pb) = progress {
+        pb.set_length(todo.iter().map(|t| t.1).sum());
+    }
+    let queue = Mutex::new(todo);
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 2);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let job = match queue.lock() {
+                    Ok(mut q) => q.pop(),
+                    Err(_) => None,
+                };
+                let Some((d, size, diff_id, dest)) = job else { break };
+                if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    break;
+                }
+                if let Err(e) = extract_to_cache(store, &d, size, &diff_id, &dest, limit) {
+                    if let Ok(mut fe) = first_err.lock() {
+                        fe.get_or_insert(e);
+                    }
+                    break;
+                }
+                if let Some(pb) = progress {
+                    pb.inc(size);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(dirs)
+}
+
+fn extract_to_cache(store: &Store, digest: &str, size: u64, diff_id: &str, dest: &Path, limit: u64) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(store.layer_cache())
+        .map_err(|e| Error::at("creating temp dir in", &store.layer_cache(), e))?;
+    let tmp_path = tmp.keep();
+    std::fs::set_permissions(&tmp_path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| Error::at("chmod", &tmp_path, e))?;
+    let r = apply_blob(store, digest, size, diff_id, &tmp_path, ApplyFormat::Overlay, limit);
+    if let Err(e) = r {
+        let _ = crate::fsops::remove_tree(&tmp_path);
+        return Err(e);
+    }
+    // The layer dir itself is the overlay lowerdir root: make it world-traversable.
+    match std::fs::rename(&tmp_path, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.exists() => {
+            // Someone else cached it concurrently.
+            let _ = crate::fsops::remove_tree(&tmp_path);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = crate::fsops::remove_tree(&tmp_path);
+            Err(Error::at("renaming cached layer into", dest, e))
+        }
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# skiff's test suite: installs dependencies, builds the workspace and runs every test as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: the tests create real containers and must run as root" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+export CARGO_TERM_COLOR=never
+cargo build --workspace --locked
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2
