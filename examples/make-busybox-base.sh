@@ -47,4 +47,4 @@ echo busybox > "$root/etc/hostname"
 # Fixed timestamps so the base image is the same every time it is made.
 find "$root" -exec touch -h -d @1700000000 {} +
 tar --numeric-owner --owner=0 --group=0 --sort=name -C "$root" -cf "$work/busybox.tar" .
-"$SKIFF_IMAGE" import --cmd sh "$work/busybox.tar" "$name"
+"$SKIFF_IMAGE" import "$work/busybox.tar" "$name" --cmd sh

@@ -76,15 +76,15 @@ pub fn extract(
         let mut e = entry?;
         let path = e.path()?.to_string_lossy().to_string();
         let rel = rootfs::rel_in_root(&format!("{base}/{path}"));
-        if rel.is_empty() || !(base.is_empty() || rel == base || rel.starts_with(&format!("{base}/"))) {
+        if rel.is_empty()
+            || !(base.is_empty() || rel == base || rel.starts_with(&format!("{base}/")))
+        {
             continue;
         }
         let h = e.header();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let (uid, gid) = owner.unwrap_or((
-            h.uid().unwrap_or(0) as u32,
-            h.gid().unwrap_or(0) as u32,
-        ));
+        let (uid, gid) =
+            owner.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
         let meta = Meta {
             mode,
             uid,

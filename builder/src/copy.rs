@@ -23,7 +23,9 @@ pub enum CopyError {
     #[error(transparent)]
     Pattern(#[from] crate::dockerignore::PatternError),
     /// Several sources into a non-directory.
-    #[error("when copying several sources, the destination '{0}' must be a directory and end with '/'")]
+    #[error(
+        "when copying several sources, the destination '{0}' must be a directory and end with '/'"
+    )]
     DestNotDir(String),
     /// Invalid --chmod.
     #[error("invalid --chmod '{0}': expected an octal mode such as 755 or a symbolic one such as u+x,go=rX")]
@@ -149,9 +151,9 @@ impl CopyOptions {
                 return true;
             }
         }
-        self.exclude.iter().any(|g| {
-            g.matches(rel) || rel.rsplit_once('/').is_some_and(|(_, b)| g.matches(b))
-        })
+        self.exclude
+            .iter()
+            .any(|g| g.matches(rel) || rel.rsplit_once('/').is_some_and(|(_, b)| g.matches(b)))
     }
 
     fn meta_for(&self, st: &libc::stat) -> Meta {
@@ -191,8 +193,15 @@ pub fn resolve_sources(
             rootfs::rel_in_root(pat)
         };
         if !Glob::has_wildcards(&cleaned) {
-            let st = src.stat(&cleaned).map_err(ioe(format!("reading source {pat}")))?;
-            if st.is_none() || opts.ignore.as_ref().is_some_and(|i| !cleaned.is_empty() && i.excluded(&cleaned)) {
+            let st = src
+                .stat(&cleaned)
+                .map_err(ioe(format!("reading source {pat}")))?;
+            if st.is_none()
+                || opts
+                    .ignore
+                    .as_ref()
+                    .is_some_and(|i| !cleaned.is_empty() && i.excluded(&cleaned))
+            {
                 return Err(CopyError::NotFound(pat.clone()));
             }
             out.push(cleaned);
@@ -210,12 +219,23 @@ pub fn resolve_sources(
     Ok(out)
 }
 
-fn glob_walk(src: &Root, base: &str, comps: &[&str], out: &mut Vec<String>) -> Result<(), CopyError> {
+fn glob_walk(
+    src: &Root,
+    base: &str,
+    comps: &[&str],
+    out: &mut Vec<String>,
+) -> Result<(), CopyError> {
     let Some((first, rest)) = comps.split_first() else {
         out.push(base.to_string());
         return Ok(());
     };
-    let join = |n: &str| if base.is_empty() { n.to_string() } else { format!("{base}/{n}") };
+    let join = |n: &str| {
+        if base.is_empty() {
+            n.to_string()
+        } else {
+            format!("{base}/{n}")
+        }
+    };
     if !Glob::has_wildcards(first) {
         let p = join(first);
         if src.stat(&p).map_err(ioe(format!("reading {p}")))?.is_some() {
@@ -261,7 +281,17 @@ pub fn hash_sources(src: &Root, rels: &[String], opts: &CopyOptions) -> Result<S
 
 fn hash_node_meta(st: &libc::stat, h: &mut Sha256, opts: &CopyOptions) {
     let m = opts.meta_for(st);
-    h.update(format!("{:o} {} {} {} {}\n", st.st_mode & libc::S_IFMT, m.mode, m.uid, m.gid, st.st_size).as_bytes());
+    h.update(
+        format!(
+            "{:o} {} {} {} {}\n",
+            st.st_mode & libc::S_IFMT,
+            m.mode,
+            m.uid,
+            m.gid,
+            st.st_size
+        )
+        .as_bytes(),
+    );
 }
 
 fn hash_file(mut f: std::fs::File, h: &mut Sha256, rel: &str) -> Result<(), CopyError> {
@@ -278,7 +308,11 @@ fn hash_file(mut f: std::fs::File, h: &mut Sha256, rel: &str) -> Result<(), Copy
 
 fn hash_dir(fd: RawFd, rel: &str, h: &mut Sha256, opts: &CopyOptions) -> Result<(), CopyError> {
     for name in rootfs::list_dir(fd).map_err(ioe(format!("listing {rel}")))? {
-        let child = if rel.is_empty() { rootfs::name_str(&name).to_string() } else { format!("{rel}/{}", rootfs::name_str(&name)) };
+        let child = if rel.is_empty() {
+            rootfs::name_str(&name).to_string()
+        } else {
+            format!("{rel}/{}", rootfs::name_str(&name))
+        };
         if opts.skipped(&child) {
             continue;
         }
@@ -294,7 +328,8 @@ fn hash_dir(fd: RawFd, rel: &str, h: &mut Sha256, opts: &CopyOptions) -> Result<
         } else if rootfs::is_symlink(&st) {
             h.update(rootfs::readlink_at(fd, &name).map_err(ioe(format!("reading link {child}")))?);
         } else if rootfs::is_file(&st) {
-            let c = rootfs::open_child(fd, &name, false).map_err(ioe(format!("opening {child}")))?;
+            let c =
+                rootfs::open_child(fd, &name, false).map_err(ioe(format!("opening {child}")))?;
             hash_file(std::fs::File::from(c), h, &child)?;
         }
     }
@@ -310,7 +345,7 @@ pub fn copy_into(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
-    let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == "." ;
+    let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let dest_rel = rootfs::rel_in_root(dest);
     let existing_dir = dst
         .stat(&dest_rel)
@@ -339,7 +374,11 @@ pub fn copy_into(
         } else {
             let base = rel.rsplit('/').next().unwrap_or(rel);
             let target = if into_dir {
-                if dest_rel.is_empty() { base.to_string() } else { format!("{dest_rel}/{base}") }
+                if dest_rel.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{dest_rel}/{base}")
+                }
             } else {
                 dest_rel.clone()
             };
@@ -351,28 +390,44 @@ pub fn copy_into(
     Ok(())
 }
 
-fn copy_dir_contents(sfd: RawFd, rel: &str, dfd: RawFd, opts: &CopyOptions) -> Result<(), CopyError> {
+fn copy_dir_contents(
+    sfd: RawFd,
+    rel: &str,
+    dfd: RawFd,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
     for name in rootfs::list_dir(sfd).map_err(ioe(format!("listing {rel}")))? {
-        let child = if rel.is_empty() { rootfs::name_str(&name).to_string() } else { format!("{rel}/{}", rootfs::name_str(&name)) };
+        let child = if rel.is_empty() {
+            rootfs::name_str(&name).to_string()
+        } else {
+            format!("{rel}/{}", rootfs::name_str(&name))
+        };
         if opts.skipped(&child) {
             continue;
         }
-        let Some(st) = rootfs::lstat_at(sfd, &name).map_err(ioe(format!("reading {child}")))? else {
+        let Some(st) = rootfs::lstat_at(sfd, &name).map_err(ioe(format!("reading {child}")))?
+        else {
             continue;
         };
         let meta = opts.meta_for(&st);
         if rootfs::is_dir(&st) {
             let (nd, _) = rootfs::mkdir_at(dfd, &name).map_err(ioe(format!("creating {child}")))?;
-            let sd = rootfs::open_child(sfd, &name, true).map_err(ioe(format!("opening {child}")))?;
+            let sd =
+                rootfs::open_child(sfd, &name, true).map_err(ioe(format!("opening {child}")))?;
             copy_dir_contents(sd.as_raw_fd(), &child, nd.as_raw_fd(), opts)?;
-            rootfs::set_dir_meta(nd.as_raw_fd(), &meta).map_err(ioe(format!("setting metadata of {child}")))?;
+            rootfs::set_dir_meta(nd.as_raw_fd(), &meta)
+                .map_err(ioe(format!("setting metadata of {child}")))?;
         } else if rootfs::is_symlink(&st) {
-            let t = rootfs::readlink_at(sfd, &name).map_err(ioe(format!("reading link {child}")))?;
-            rootfs::symlink_at(dfd, &name, &t, &meta).map_err(ioe(format!("creating link {child}")))?;
+            let t =
+                rootfs::readlink_at(sfd, &name).map_err(ioe(format!("reading link {child}")))?;
+            rootfs::symlink_at(dfd, &name, &t, &meta)
+                .map_err(ioe(format!("creating link {child}")))?;
         } else if rootfs::is_file(&st) {
-            let sf = rootfs::open_child(sfd, &name, false).map_err(ioe(format!("opening {child}")))?;
+            let sf =
+                rootfs::open_child(sfd, &name, false).map_err(ioe(format!("opening {child}")))?;
             let mut f = std::fs::File::from(sf);
-            rootfs::write_file_at(dfd, &name, &mut f, &meta).map_err(ioe(format!("writing {child}")))?;
+            rootfs::write_file_at(dfd, &name, &mut f, &meta)
+                .map_err(ioe(format!("writing {child}")))?;
         }
         // Devices, fifos and sockets in a build context are skipped, as docker does.
     }
@@ -380,6 +435,7 @@ fn copy_dir_contents(sfd: RawFd, rel: &str, dfd: RawFd, opts: &CopyOptions) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -391,7 +447,7 @@ mod tests {
         assert_eq!(c.apply(0o600, false), 0o644);
         assert_eq!(c.apply(0o700, false), 0o755);
         assert_eq!(Chmod::parse("+x").unwrap().apply(0o644, false), 0o755);
-        assert_eq!(Chmod::parse("g=u").map(|_| ()).is_err(), true);
+        assert!(Chmod::parse("g=u").is_err());
         assert!(Chmod::parse("999").is_err());
     }
 }

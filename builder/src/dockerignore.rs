@@ -99,7 +99,8 @@ impl Glob {
                         first = false;
                         let lo = if c == '\\' {
                             i += 1;
-                            *cs.get(i).ok_or_else(|| bad("trailing backslash in class"))?
+                            *cs.get(i)
+                                .ok_or_else(|| bad("trailing backslash in class"))?
                         } else {
                             c
                         };
@@ -110,7 +111,8 @@ impl Glob {
                             let c = cs[i];
                             hi = if c == '\\' {
                                 i += 1;
-                                *cs.get(i).ok_or_else(|| bad("trailing backslash in class"))?
+                                *cs.get(i)
+                                    .ok_or_else(|| bad("trailing backslash in class"))?
                             } else {
                                 c
                             };
@@ -143,7 +145,9 @@ impl Glob {
         let p = &self.toks;
         if p.iter().all(|k| matches!(k, Tok::Lit(_))) {
             return p.len() == t.len()
-                && p.iter().zip(&t).all(|(k, c)| matches!(k, Tok::Lit(l) if l == c));
+                && p.iter()
+                    .zip(&t)
+                    .all(|(k, c)| matches!(k, Tok::Lit(l) if l == c));
         }
         if t.len() > 4 * MAX_PATTERN_CHARS {
             return false;
@@ -292,6 +296,7 @@ fn clean_path_pattern(p: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -131,6 +131,9 @@ struct State {
     args: ArgScope,
     shell: Vec<String>,
     cmd_set: bool,
+    /// WORKDIRs set since the last filesystem step; created by the next one (or at stage end).
+    /// (path, USER at the time): Docker creates WORKDIRs owned by the current user.
+    pending_dirs: Vec<(String, String)>,
 }
 
 struct StageDef {
@@ -152,12 +155,20 @@ fn env_list(config: &Map<String, Value>) -> Vec<String> {
     config
         .get("Env")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn str_field(config: &Map<String, Value>, k: &str) -> String {
-    config.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string()
+    config
+        .get(k)
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Bundles are removed (unmounted) whatever happens, so a failed step leaves nothing behind.
@@ -170,6 +181,10 @@ impl Drop for BundleGuard {
         if skiff_image::remove_bundle(&self.path).is_err() {
             let _ = skiff_image::umount(&self.path);
             let _ = fs::remove_dir_all(&self.path);
+        }
+        // The bundle lives in its own private directory: remove that too.
+        if let Some(parent) = self.path.parent() {
+            let _ = fs::remove_dir(parent);
         }
     }
 }
@@ -222,10 +237,18 @@ impl<'a> Builder<'a> {
             Ok(s) => Ignore::parse(&s).ctx(format!("{}", ignore_path.display()))?,
             Err(_) => Ignore::default(),
         };
-        let store = Store::open(&opts.store).ctx(format!("opening store {}", opts.store.display()))?;
+        let store =
+            Store::open(&opts.store).ctx(format!("opening store {}", opts.store.display()))?;
         let cache_dir = opts.store.join("build-cache");
         let tmp_dir = cache_dir.join("tmp");
         fs::create_dir_all(&tmp_dir).ctx(format!("creating {}", tmp_dir.display()))?;
+        clean_stale(
+            &tmp_dir,
+            &Runtime {
+                program: opts.runtime.clone(),
+                root: opts.runtime_root.clone(),
+            },
+        );
         let platform = Platform::host();
         let mut cli = BuildArgs::new(opts.build_args.clone());
         let expander = Expander::new(df.escape);
@@ -290,28 +313,38 @@ impl<'a> Builder<'a> {
 
     fn stage_index(&self, name: &str) -> Option<usize> {
         let lname = name.to_ascii_lowercase();
-        if let Some(i) = self.stages.iter().position(|s| s.name.as_deref() == Some(lname.as_str())) {
+        if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lname.as_str()))
+        {
             return Some(i);
         }
-        name.parse::<usize>().ok().filter(|i| *i < self.stages.len())
+        name.parse::<usize>()
+            .ok()
+            .filter(|i| *i < self.stages.len())
     }
 
     /// Run the build and write the outputs.
     pub fn build(mut self) -> Result<BuildResult> {
         let target = match &self.opts.target {
-            Some(t) => self
-                .stage_index(t)
-                .ok_or_else(|| fail(format!("target stage '{t}' could not be found (stages: {})",
-                    self.stages.iter().enumerate().map(|(i, s)| s.name.clone().unwrap_or(i.to_string())).collect::<Vec<_>>().join(", "))))?,
+            Some(t) => self.stage_index(t).ok_or_else(|| {
+                fail(format!(
+                    "target stage '{t}' could not be found (stages: {})",
+                    self.stages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| s.name.clone().unwrap_or(i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
             None => self.stages.len() - 1,
         };
         self.total_steps = self.stages.iter().map(|s| s.body.len() + 1).sum();
         let mut state = self.build_stage(target)?;
         for (k, v) in self.opts.labels.clone() {
-            let labels = state
-                .config
-                .entry("Labels")
-                .or_insert_with(|| json!({}));
+            let labels = state.config.entry("Labels").or_insert_with(|| json!({}));
             if !labels.is_object() {
                 *labels = json!({});
             }
@@ -328,13 +361,25 @@ impl<'a> Builder<'a> {
         state.key.clear();
         for t in self.opts.tags.clone() {
             self.store
-                .tag_manifest(&t, &image.manifest_digest, image.manifest_size, OCI_MANIFEST)
+                .tag_manifest(
+                    &t,
+                    &image.manifest_digest,
+                    image.manifest_size,
+                    OCI_MANIFEST,
+                )
                 .ctx(format!("tagging {t}"))?;
-            self.say(&format!("tagged {}", skiff_image::full_name(&t).unwrap_or(t.clone())));
+            self.say(&format!(
+                "tagged {}",
+                skiff_image::full_name(&t).unwrap_or(t.clone())
+            ));
         }
         for o in self.opts.outputs.clone() {
             let mut img = image.clone();
-            img.name = self.opts.tags.first().and_then(|t| skiff_image::full_name(t).ok());
+            img.name = self
+                .opts
+                .tags
+                .first()
+                .and_then(|t| skiff_image::full_name(t).ok());
             let dest = match &o {
                 Output::OciArchive(p) => format!("oci-archive:{}", p.display()),
                 Output::DockerArchive(p) => match &img.name {
@@ -363,9 +408,17 @@ impl<'a> Builder<'a> {
 
     /// Write the state as an image (config + manifest blobs) and return it.
     /// `runtime` replaces the runtime config (for RUN/COPY bundles).
-    fn materialize(&self, st: &State, runtime: Option<Map<String, Value>>, final_image: bool) -> Result<(Image, Vec<u8>)> {
+    fn materialize(
+        &self,
+        st: &State,
+        runtime: Option<Map<String, Value>>,
+        final_image: bool,
+    ) -> Result<(Image, Vec<u8>)> {
         let mut cfg = st.top.clone();
-        cfg.insert("created".into(), json!(if final_image { self.now() } else { rfc3339(0) }));
+        cfg.insert(
+            "created".into(),
+            json!(if final_image { self.now() } else { rfc3339(0) }),
+        );
         cfg.insert(
             "config".into(),
             Value::Object(runtime.unwrap_or_else(|| st.config.clone())),
@@ -376,7 +429,10 @@ impl<'a> Builder<'a> {
         );
         cfg.insert("history".into(), Value::Array(st.history.clone()));
         let cfg_bytes = serde_json::to_vec(&Value::Object(cfg)).ctx("serializing image config")?;
-        let cfg_digest = self.store.put_blob(&cfg_bytes).ctx("writing image config")?;
+        let cfg_digest = self
+            .store
+            .put_blob(&cfg_bytes)
+            .ctx("writing image config")?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -387,8 +443,12 @@ impl<'a> Builder<'a> {
         });
         let mbytes = serde_json::to_vec(&manifest).ctx("serializing manifest")?;
         let mdigest = self.store.put_blob(&mbytes).ctx("writing manifest")?;
-        let d = make_descriptor(OCI_MANIFEST, &mdigest, mbytes.len() as u64, None).ctx("manifest descriptor")?;
-        let img = self.store.image_from_descriptor(&d, None).ctx("reading back the image")?;
+        let d = make_descriptor(OCI_MANIFEST, &mdigest, mbytes.len() as u64, None)
+            .ctx("manifest descriptor")?;
+        let img = self
+            .store
+            .image_from_descriptor(&d, None)
+            .ctx("reading back the image")?;
         Ok((img, cfg_bytes))
     }
 
@@ -405,11 +465,15 @@ impl<'a> Builder<'a> {
             args: ArgScope::default(),
             shell: vec!["/bin/sh".into(), "-c".into()],
             cmd_set: false,
+            pending_dirs: Vec::new(),
         }
     }
 
     fn image_state(&self, img: &Image) -> Result<State> {
-        let raw = self.store.read_blob(&img.config_digest).ctx("reading base image config")?;
+        let raw = self
+            .store
+            .read_blob(&img.config_digest)
+            .ctx("reading base image config")?;
         let v: Value = serde_json::from_slice(&raw).ctx("parsing base image config")?;
         let mut top = v.as_object().cloned().unwrap_or_default();
         let config = top
@@ -422,7 +486,13 @@ impl<'a> Builder<'a> {
             .unwrap_or_default();
         top.remove("rootfs");
         top.remove("created");
-        for k in ["container_config", "container", "id", "parent", "docker_version"] {
+        for k in [
+            "container_config",
+            "container",
+            "id",
+            "parent",
+            "docker_version",
+        ] {
             top.remove(k);
         }
         let mut layers = Vec::new();
@@ -448,6 +518,7 @@ impl<'a> Builder<'a> {
             args: ArgScope::default(),
             shell,
             cmd_set: false,
+            pending_dirs: Vec::new(),
         })
     }
 
@@ -457,7 +528,10 @@ impl<'a> Builder<'a> {
         }
         let from = self.stages[idx].from.clone();
         let body = self.stages[idx].body.clone();
-        let Instruction::From { image, platform, .. } = &from.instruction else {
+        let Instruction::From {
+            image, platform, ..
+        } = &from.instruction
+        else {
             return Err(fail("internal: stage without FROM"));
         };
         let g = self.global.clone();
@@ -475,8 +549,14 @@ impl<'a> Builder<'a> {
             None => None,
         };
         self.step_no += 1;
-        let label = self.stages[idx].name.clone().unwrap_or_else(|| idx.to_string());
-        self.say(&format!("[{label} {}/{}] FROM {image_ref}", self.step_no, self.total_steps));
+        let label = self.stages[idx]
+            .name
+            .clone()
+            .unwrap_or_else(|| idx.to_string());
+        self.say(&format!(
+            "[{label} {}/{}] FROM {image_ref}",
+            self.step_no, self.total_steps
+        ));
         let mut state = if image_ref.eq_ignore_ascii_case("scratch") {
             self.scratch_state()
         } else if let Some(dep) = self.stage_index(&image_ref).filter(|d| *d < idx) {
@@ -490,6 +570,12 @@ impl<'a> Builder<'a> {
             })?;
             self.image_state(&img)?
         };
+        // Like BuildKit and buildah, a stage whose base has no PATH gets the default one.
+        let mut env = env_list(&state.config);
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, skiff_image::spec::DEFAULT_PATH.to_string());
+            state.config.insert("Env".into(), json!(env));
+        }
         // ONBUILD triggers of the base run first, then are dropped.
         let triggers: Vec<String> = state
             .config
@@ -505,8 +591,38 @@ impl<'a> Builder<'a> {
         }
         for l in &body {
             self.step_no += 1;
-            self.say(&format!("[{label} {}/{}] {}", self.step_no, self.total_steps, l.source));
+            self.say(&format!(
+                "[{label} {}/{}] {}",
+                self.step_no, self.total_steps, l.source
+            ));
             self.step(idx, &mut state, l)?;
+        }
+        // WORKDIRs no later step created are made now, like Docker does.
+        if !state.pending_dirs.is_empty() {
+            let key = sha(&[&state.key, "workdir"]);
+            let created_by = format!(
+                "WORKDIR {}",
+                state
+                    .pending_dirs
+                    .iter()
+                    .map(|d| d.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let mut make = |b: &mut Self, st: &State| -> Result<Option<LayerInfo>> {
+                let guard = b.bundle(st, Map::new())?;
+                let upper_empty = fs::read_dir(guard.path.join("upper"))
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if upper_empty {
+                    return Ok(None);
+                }
+                let layer = skiff_image::diff(&b.store, &guard.path)
+                    .ctx("turning the WORKDIR directories into a layer")?;
+                drop(guard);
+                Ok(Some(layer))
+            };
+            self.layer_step(&mut state, key, created_by, &mut make)?;
         }
         self.built.insert(idx, state.clone());
         Ok(state)
@@ -538,7 +654,11 @@ impl<'a> Builder<'a> {
             "created_by": created_by,
             "empty_layer": true,
         }));
-        st.key = sha(&[&st.key, "meta", &serde_json::to_string(&st.config).unwrap_or_default()]);
+        st.key = sha(&[
+            &st.key,
+            "meta",
+            &serde_json::to_string(&st.config).unwrap_or_default(),
+        ]);
     }
 
     fn step(&mut self, stage: usize, st: &mut State, l: &Located) -> Result<()> {
@@ -551,8 +671,14 @@ impl<'a> Builder<'a> {
                 st.args
                     .declare(args, &self.expander, &env, Some(&g), &mut self.cli)
                     .map_err(|e| fail(format!("line {line}: {e}")))?;
-                let vals = serde_json::to_string(&st.args.values()).unwrap_or_default();
-                st.key = sha(&[&st.key, "arg", &vals]);
+                // An ARG's value changes the cache only where it is used (RUN sees all ARGs as
+                // environment; other steps include their expanded words), not at the ARG itself.
+                let names = args
+                    .iter()
+                    .map(|a| a.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                st.key = sha(&[&st.key, "arg", &names]);
                 Ok(())
             }
             Instruction::Env { vars: kvs } => {
@@ -567,14 +693,21 @@ impl<'a> Builder<'a> {
                     vars::set_env(&mut env, k, v);
                 }
                 st.config.insert("Env".into(), json!(env));
-                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let desc = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.empty_history(st, format!("ENV {desc}"));
                 Ok(())
             }
             Instruction::Label { labels } => {
                 let mut pairs = Vec::new();
                 for KeyValue { key, value } in labels {
-                    pairs.push((self.word(st, key, line)?, self.word(st, value.as_deref().unwrap_or(""), line)?));
+                    pairs.push((
+                        self.word(st, key, line)?,
+                        self.word(st, value.as_deref().unwrap_or(""), line)?,
+                    ));
                 }
                 let entry = st.config.entry("Labels").or_insert_with(|| json!({}));
                 if !entry.is_object() {
@@ -583,7 +716,11 @@ impl<'a> Builder<'a> {
                 for (k, v) in &pairs {
                     entry[k] = json!(v);
                 }
-                let desc = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let desc = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.empty_history(st, format!("LABEL {desc}"));
                 Ok(())
             }
@@ -602,6 +739,10 @@ impl<'a> Builder<'a> {
                 };
                 let clean = format!("/{}", rootfs::rel_in_root(&joined));
                 st.config.insert("WorkingDir".into(), json!(clean));
+                let owner = str_field(&st.config, "User");
+                if !st.pending_dirs.iter().any(|(d, _)| *d == clean) {
+                    st.pending_dirs.push((clean.clone(), owner));
+                }
                 self.empty_history(st, format!("WORKDIR {clean}"));
                 Ok(())
             }
@@ -615,7 +756,10 @@ impl<'a> Builder<'a> {
                 let mut all = Vec::new();
                 for p in ports {
                     for w in self.words(st, p, line)? {
-                        all.extend(expand_ports(&w).map_err(|e| fail(format!("line {line}: EXPOSE: {e}")))?);
+                        all.extend(
+                            expand_ports(&w)
+                                .map_err(|e| fail(format!("line {line}: EXPOSE: {e}")))?,
+                        );
                     }
                 }
                 let entry = st.config.entry("ExposedPorts").or_insert_with(|| json!({}));
@@ -633,7 +777,9 @@ impl<'a> Builder<'a> {
                 for p in paths {
                     let v = self.word(st, p, line)?;
                     if v.trim().is_empty() {
-                        return Err(fail(format!("line {line}: VOLUME specified can not be an empty string")));
+                        return Err(fail(format!(
+                            "line {line}: VOLUME specified can not be an empty string"
+                        )));
                     }
                     all.push(v);
                 }
@@ -675,19 +821,35 @@ impl<'a> Builder<'a> {
                     ("Entrypoint", "ENTRYPOINT")
                 };
                 st.config.insert(k.into(), json!(argv));
-                self.empty_history(st, format!("{desc} {}", serde_json::to_string(&argv).unwrap_or_default()));
+                self.empty_history(
+                    st,
+                    format!(
+                        "{desc} {}",
+                        serde_json::to_string(&argv).unwrap_or_default()
+                    ),
+                );
                 Ok(())
             }
             Instruction::Shell { shell } => {
                 st.shell = shell.clone();
                 st.config.insert("Shell".into(), json!(shell));
-                self.empty_history(st, format!("SHELL {}", serde_json::to_string(shell).unwrap_or_default()));
+                self.empty_history(
+                    st,
+                    format!("SHELL {}", serde_json::to_string(shell).unwrap_or_default()),
+                );
                 Ok(())
             }
             Instruction::Healthcheck(h) => {
                 let v = match h {
                     Health::None => json!({"Test": ["NONE"]}),
-                    Health::Check { command, interval_ns, timeout_ns, start_period_ns, start_interval_ns, retries } => {
+                    Health::Check {
+                        command,
+                        interval_ns,
+                        timeout_ns,
+                        start_period_ns,
+                        start_interval_ns,
+                        retries,
+                    } => {
                         let test = match command {
                             Command::Exec(v) => {
                                 let mut t = vec!["CMD".to_string()];
@@ -697,7 +859,12 @@ impl<'a> Builder<'a> {
                             Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
                         };
                         let mut o = json!({"Test": test});
-                        for (k, n) in [("Interval", interval_ns), ("Timeout", timeout_ns), ("StartPeriod", start_period_ns), ("StartInterval", start_interval_ns)] {
+                        for (k, n) in [
+                            ("Interval", interval_ns),
+                            ("Timeout", timeout_ns),
+                            ("StartPeriod", start_period_ns),
+                            ("StartInterval", start_interval_ns),
+                        ] {
                             if *n > 0 {
                                 o[k] = json!(n);
                             }
@@ -709,7 +876,15 @@ impl<'a> Builder<'a> {
                     }
                 };
                 st.config.insert("Healthcheck".into(), v);
-                self.empty_history(st, format!("HEALTHCHECK {}", l.source.trim_start_matches(|c: char| c.is_alphabetic()).trim()));
+                self.empty_history(
+                    st,
+                    format!(
+                        "HEALTHCHECK {}",
+                        l.source
+                            .trim_start_matches(|c: char| c.is_alphabetic())
+                            .trim()
+                    ),
+                );
                 Ok(())
             }
             Instruction::Onbuild { expression, .. } => {
@@ -722,9 +897,23 @@ impl<'a> Builder<'a> {
                 self.empty_history(st, format!("ONBUILD {expression}"));
                 Ok(())
             }
-            Instruction::Run { command, heredocs, mounts, network, security, .. } => {
-                self.run_step(stage, st, l, command, heredocs, mounts, network.as_deref(), security.as_deref())
-            }
+            Instruction::Run {
+                command,
+                heredocs,
+                mounts,
+                network,
+                security,
+                ..
+            } => self.run_step(
+                stage,
+                st,
+                l,
+                command,
+                heredocs,
+                mounts,
+                network.as_deref(),
+                security.as_deref(),
+            ),
             Instruction::Copy(spec) => self.copy_step(stage, st, l, spec, false),
             Instruction::Add(spec) => self.copy_step(stage, st, l, spec, true),
         }
@@ -760,7 +949,9 @@ impl<'a> Builder<'a> {
             "layer": {"digest": info.digest, "diff_id": info.diff_id, "size": info.size, "media_type": info.media_type},
             "history": history,
         });
-        let Ok(mut t) = tempfile::NamedTempFile::new_in(&self.cache_dir) else { return };
+        let Ok(mut t) = tempfile::NamedTempFile::new_in(&self.cache_dir) else {
+            return;
+        };
         if t.write_all(v.to_string().as_bytes()).is_ok() {
             let _ = t.persist(self.cache_path(key));
         }
@@ -772,22 +963,37 @@ impl<'a> Builder<'a> {
         st: &mut State,
         key: String,
         created_by: String,
-        make: &mut dyn FnMut(&mut Self, &State) -> Result<LayerInfo>,
+        make: &mut dyn FnMut(&mut Self, &State) -> Result<Option<LayerInfo>>,
     ) -> Result<()> {
+        // Pending WORKDIR directories are created by this step, so they are part of its identity.
+        let key = if st.pending_dirs.is_empty() {
+            key
+        } else {
+            sha(&[
+                &key,
+                "dirs",
+                &serde_json::to_string(&st.pending_dirs).unwrap_or_default(),
+            ])
+        };
         if let Some((info, hist)) = self.cache_get(&key) {
             self.say(" ---> CACHED");
             st.layers.push(info);
             st.history.push(hist);
             st.key = key;
+            st.pending_dirs.clear();
             return Ok(());
         }
-        let info = make(self, st)?;
+        let Some(info) = make(self, st)? else {
+            st.pending_dirs.clear();
+            return Ok(());
+        };
         let info = self.reproducible(info)?;
         let hist = json!({"created": self.now(), "created_by": created_by});
         self.cache_put(&key, &info, &hist);
         st.layers.push(info);
         st.history.push(hist);
         st.key = key;
+        st.pending_dirs.clear();
         Ok(())
     }
 
@@ -796,13 +1002,21 @@ impl<'a> Builder<'a> {
         let Some(epoch) = self.opts.source_date_epoch else {
             return Ok(info);
         };
-        let blob = self.store.open_blob(&info.digest, Some(info.size)).ctx("reading new layer")?;
-        let mut r = skiff_image::layer::decompress(std::io::BufReader::new(blob)).ctx("decompressing new layer")?;
+        let blob = self
+            .store
+            .open_blob(&info.digest, Some(info.size))
+            .ctx("reading new layer")?;
+        let mut r = skiff_image::layer::decompress(std::io::BufReader::new(blob))
+            .ctx("decompressing new layer")?;
         let epoch = epoch.max(0) as u64;
         self.store
             .write_layer(|w| {
-                crate::reproducible::clamp_mtimes(&mut r, w, epoch)
-                    .map_err(|e| skiff_image::Error::Io { context: "rewriting layer mtimes".into(), source: e })
+                crate::reproducible::clamp_mtimes(&mut r, w, epoch).map_err(|e| {
+                    skiff_image::Error::Io {
+                        context: "rewriting layer mtimes".into(),
+                        source: e,
+                    }
+                })
             })
             .ctx("writing reproducible layer")
     }
@@ -814,32 +1028,66 @@ impl<'a> Builder<'a> {
     fn bundle(&self, st: &State, runtime: Map<String, Value>) -> Result<BundleGuard> {
         let (img, _) = self.materialize(st, Some(runtime), false)?;
         let dir = tempfile::Builder::new()
-            .prefix("bundle-")
+            .prefix(&format!("bundle-{}-", std::process::id()))
             .rand_bytes(10)
             .tempdir_in(&self.tmp_dir)
             .ctx("creating bundle dir")?;
         let path = dir.keep();
-        let guard = BundleGuard { path: path.join("b") };
+        let guard = BundleGuard {
+            path: path.join("b"),
+        };
         let opts = skiff_image::UnpackOptions {
             mode: Some(skiff_image::Mode::Overlay),
             ..Default::default()
         };
-        skiff_image::unpack(&self.store, &img, &guard.path, &opts).ctx("unpacking the build state")?;
+        skiff_image::unpack(&self.store, &img, &guard.path, &opts)
+            .ctx("unpacking the build state")?;
+        if !st.pending_dirs.is_empty() {
+            let root = Root::open(&guard.path.join("rootfs")).ctx("opening the bundle rootfs")?;
+            let rootfs_path = guard.path.join("rootfs");
+            for (d, user) in &st.pending_dirs {
+                let (uid, gid) = if user.is_empty() {
+                    (0, 0)
+                } else {
+                    let u = skiff_image::spec::resolve_user(&rootfs_path, user)
+                        .ctx(format!("WORKDIR {d}: resolving USER {user}"))?;
+                    (u.uid, u.gid)
+                };
+                let meta = rootfs::Meta {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: None,
+                };
+                root.mkdir_all(d, Some(meta))
+                    .ctx(format!("creating WORKDIR {d}"))?;
+            }
+        }
         Ok(guard)
     }
 
     /// A rootfs of another stage or an image, for COPY --from / RUN --mount from=.
-    fn source_rootfs(&mut self, stage: usize, from: &str, line: usize) -> Result<(BundleGuard, String)> {
+    fn source_rootfs(
+        &mut self,
+        stage: usize,
+        from: &str,
+        line: usize,
+    ) -> Result<(BundleGuard, String)> {
         let (st, key) = if let Some(dep) = self.stage_index(from).filter(|d| *d != stage) {
             if dep > stage {
-                return Err(fail(format!("line {line}: --from={from} refers to a later stage")));
+                return Err(fail(format!(
+                    "line {line}: --from={from} refers to a later stage"
+                )));
             }
             let s = self.build_stage(dep)?;
             let k = s.key.clone();
             (s, k)
         } else {
-            let img = skiff_image::resolve(&self.store, from, None)
-                .map_err(|e| fail(format!("line {line}: --from={from}: no such stage or image: {e}")))?;
+            let img = skiff_image::resolve(&self.store, from, None).map_err(|e| {
+                fail(format!(
+                    "line {line}: --from={from}: no such stage or image: {e}"
+                ))
+            })?;
             let s = self.image_state(&img)?;
             let k = s.key.clone();
             (s, k)
@@ -868,7 +1116,9 @@ impl<'a> Builder<'a> {
             Command::Exec(v) => v.clone(),
             Command::Shell(s) => {
                 let mut v = st.shell.clone();
-                if heredocs.len() == 1 && s.trim() == format!("<<{}", heredocs[0].name) || only_heredoc(s, heredocs) {
+                if heredocs.len() == 1 && s.trim() == format!("<<{}", heredocs[0].name)
+                    || only_heredoc(s, heredocs)
+                {
                     let h = &heredocs[0];
                     if h.content.starts_with("#!") {
                         script_file = Some((h.name.clone(), h.content.clone()));
@@ -895,7 +1145,11 @@ impl<'a> Builder<'a> {
         let key_env = vars::run_env(&env_list(&st.config), &st.args, &BuildArgs::default());
         let workdir = {
             let w = str_field(&st.config, "WorkingDir");
-            if w.is_empty() { "/".to_string() } else { w }
+            if w.is_empty() {
+                "/".to_string()
+            } else {
+                w
+            }
         };
         let user = str_field(&st.config, "User");
         let net = match network.unwrap_or("default") {
@@ -906,7 +1160,17 @@ impl<'a> Builder<'a> {
         let mut xmounts = Vec::new();
         for m in mounts {
             let mut m = m.clone();
-            for f in [&mut m.target, &mut m.source, &mut m.from, &mut m.id, &mut m.mode, &mut m.uid, &mut m.gid, &mut m.env, &mut m.size] {
+            for f in [
+                &mut m.target,
+                &mut m.source,
+                &mut m.from,
+                &mut m.id,
+                &mut m.mode,
+                &mut m.uid,
+                &mut m.gid,
+                &mut m.env,
+                &mut m.size,
+            ] {
                 if let Some(v) = f.as_ref() {
                     *f = Some(self.word(st, v, line)?);
                 }
@@ -929,8 +1193,21 @@ impl<'a> Builder<'a> {
             Command::Shell(s) => format!("RUN {} {s}", st.shell.join(" ")),
         };
         let insecure = security == Some("insecure");
-        let mut make = |b: &mut Self, st: &State| -> Result<LayerInfo> {
-            b.execute_run(stage, st, line, &argv, &env, &workdir, &user, net, insecure, &xmounts, script_file.as_ref())
+        let mut make = |b: &mut Self, st: &State| -> Result<Option<LayerInfo>> {
+            b.execute_run(
+                stage,
+                st,
+                line,
+                &argv,
+                &env,
+                &workdir,
+                &user,
+                net,
+                insecure,
+                &xmounts,
+                script_file.as_ref(),
+            )
+            .map(Some)
         };
         self.layer_step(st, key, created_by, &mut make)
     }
@@ -962,14 +1239,22 @@ impl<'a> Builder<'a> {
         let bundle = guard.path.clone();
         let root = Root::open(&bundle.join("rootfs")).ctx("opening the bundle rootfs")?;
         // Temporary host-side files for this step (secrets, scripts) live here and go away.
-        let scratch = tempfile::Builder::new().prefix("run-").tempdir_in(&self.tmp_dir).ctx("creating temp dir")?;
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("run-{}-", std::process::id()))
+            .tempdir_in(&self.tmp_dir)
+            .ctx("creating temp dir")?;
         let mut extra: Vec<ExtraMount> = Vec::new();
         let mut keep_alive: Vec<BundleGuard> = Vec::new();
         let mut run_env: Vec<String> = env.to_vec();
         if net == Network::Host {
             for f in ["/etc/resolv.conf", "/etc/hosts"] {
                 if Path::new(f).exists() {
-                    extra.push(ExtraMount { destination: f.into(), kind: "bind".into(), source: f.into(), options: vec!["rbind".into(), "ro".into()] });
+                    extra.push(ExtraMount {
+                        destination: f.into(),
+                        kind: "bind".into(),
+                        source: f.into(),
+                        options: vec!["rbind".into(), "ro".into()],
+                    });
                 }
             }
         }
@@ -985,22 +1270,56 @@ impl<'a> Builder<'a> {
             });
         }
         for (i, m) in mounts.iter().enumerate() {
-            let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { format!("{}/{}", workdir.trim_end_matches('/'), t) };
+            let abs = |t: &str| {
+                if t.starts_with('/') {
+                    t.to_string()
+                } else {
+                    format!("{}/{}", workdir.trim_end_matches('/'), t)
+                }
+            };
             match m.kind.as_str() {
                 "cache" => {
                     let target = abs(m.target.as_deref().unwrap_or(""));
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
-                    let dir = self.cache_dir.join("mounts").join(sha(&["cache-mount", &id]));
+                    let dir = self
+                        .cache_dir
+                        .join("mounts")
+                        .join(sha(&["cache-mount", &id]));
                     if !dir.exists() {
-                        fs::create_dir_all(&dir).ctx(format!("creating cache mount {}", dir.display()))?;
-                        let mode = m.mode.as_deref().map(|s| u32::from_str_radix(s, 8)).transpose().ctx("cache mount mode")?.unwrap_or(0o755);
+                        fs::create_dir_all(&dir)
+                            .ctx(format!("creating cache mount {}", dir.display()))?;
+                        let mode = m
+                            .mode
+                            .as_deref()
+                            .map(|s| u32::from_str_radix(s, 8))
+                            .transpose()
+                            .ctx("cache mount mode")?
+                            .unwrap_or(0o755);
                         set_mode(&dir, mode)?;
-                        let uid = m.uid.as_deref().map(str::parse::<u32>).transpose().ctx("cache mount uid")?.unwrap_or(0);
-                        let gid = m.gid.as_deref().map(str::parse::<u32>).transpose().ctx("cache mount gid")?.unwrap_or(0);
-                        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).ctx("chown cache mount")?;
+                        let uid = m
+                            .uid
+                            .as_deref()
+                            .map(str::parse::<u32>)
+                            .transpose()
+                            .ctx("cache mount uid")?
+                            .unwrap_or(0);
+                        let gid = m
+                            .gid
+                            .as_deref()
+                            .map(str::parse::<u32>)
+                            .transpose()
+                            .ctx("cache mount gid")?
+                            .unwrap_or(0);
+                        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                            .ctx("chown cache mount")?;
                     }
                     let ro = m.readonly.unwrap_or(false);
-                    extra.push(ExtraMount { destination: target, kind: "bind".into(), source: dir.display().to_string(), options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()] });
+                    extra.push(ExtraMount {
+                        destination: target,
+                        kind: "bind".into(),
+                        source: dir.display().to_string(),
+                        options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
+                    });
                 }
                 "bind" => {
                     let target = abs(m.target.as_deref().unwrap_or(""));
@@ -1014,24 +1333,40 @@ impl<'a> Builder<'a> {
                     };
                     let base = fs::canonicalize(&base).ctx("resolving bind source root")?;
                     let src_rel = m.source.as_deref().unwrap_or(".");
-                    let src = fs::canonicalize(base.join(rootfs::rel_in_root(src_rel)))
-                        .map_err(|e| fail(format!("line {line}: --mount source '{src_rel}': {e}")))?;
+                    let src =
+                        fs::canonicalize(base.join(rootfs::rel_in_root(src_rel))).map_err(|e| {
+                            fail(format!("line {line}: --mount source '{src_rel}': {e}"))
+                        })?;
                     if !src.starts_with(&base) {
-                        return Err(fail(format!("line {line}: --mount source '{src_rel}' is outside its root")));
+                        return Err(fail(format!(
+                            "line {line}: --mount source '{src_rel}' is outside its root"
+                        )));
                     }
                     let rw = m.readonly == Some(false);
                     let source = if rw {
                         // Writes must be discarded: bind a private copy.
                         let copy_dir = scratch.path().join(format!("bind{i}"));
-                        let st = std::process::Command::new("cp").arg("-a").arg(&src).arg(&copy_dir).status().ctx("copying rw bind source")?;
+                        let st = std::process::Command::new("cp")
+                            .arg("-a")
+                            .arg(&src)
+                            .arg(&copy_dir)
+                            .status()
+                            .ctx("copying rw bind source")?;
                         if !st.success() {
-                            return Err(fail(format!("line {line}: copying --mount source failed")));
+                            return Err(fail(format!(
+                                "line {line}: copying --mount source failed"
+                            )));
                         }
                         copy_dir
                     } else {
                         src
                     };
-                    extra.push(ExtraMount { destination: target, kind: "bind".into(), source: source.display().to_string(), options: vec!["rbind".into(), if rw { "rw" } else { "ro" }.into()] });
+                    extra.push(ExtraMount {
+                        destination: target,
+                        kind: "bind".into(),
+                        source: source.display().to_string(),
+                        options: vec!["rbind".into(), if rw { "rw" } else { "ro" }.into()],
+                    });
                     if let Some(g) = _g {
                         keep_alive.push(g);
                     }
@@ -1042,37 +1377,79 @@ impl<'a> Builder<'a> {
                     if let Some(s) = &m.size {
                         o.push(format!("size={s}"));
                     }
-                    extra.push(ExtraMount { destination: target, kind: "tmpfs".into(), source: "tmpfs".into(), options: o });
+                    extra.push(ExtraMount {
+                        destination: target,
+                        kind: "tmpfs".into(),
+                        source: "tmpfs".into(),
+                        options: o,
+                    });
                 }
                 "secret" => {
-                    let id = m.id.clone().or_else(|| m.target.as_deref().and_then(|t| t.rsplit('/').next().map(str::to_string))).unwrap_or_default();
+                    let id =
+                        m.id.clone()
+                            .or_else(|| {
+                                m.target
+                                    .as_deref()
+                                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                            })
+                            .unwrap_or_default();
                     let Some((_, src)) = self.opts.secrets.iter().find(|(i, _)| *i == id) else {
                         if m.required == Some(true) {
                             return Err(fail(format!("line {line}: secret '{id}' is required but was not given with --secret id={id},src=FILE")));
                         }
                         continue;
                     };
-                    let data = fs::read(src).ctx(format!("reading secret '{id}' from {}", src.display()))?;
+                    let data = fs::read(src)
+                        .ctx(format!("reading secret '{id}' from {}", src.display()))?;
                     if let Some(var) = &m.env {
                         run_env.push(format!("{var}={}", String::from_utf8_lossy(&data)));
                     }
                     if m.env.is_none() || m.target.is_some() {
-                        let target = abs(m.target.as_deref().unwrap_or(&format!("/run/secrets/{id}")));
+                        let target =
+                            abs(m.target.as_deref().unwrap_or(&format!("/run/secrets/{id}")));
                         let p = scratch.path().join(format!("secret{i}"));
                         fs::write(&p, &data).ctx("staging secret")?;
-                        let mode = m.mode.as_deref().map(|s| u32::from_str_radix(s, 8)).transpose().ctx("secret mode")?.unwrap_or(0o400);
+                        let mode = m
+                            .mode
+                            .as_deref()
+                            .map(|s| u32::from_str_radix(s, 8))
+                            .transpose()
+                            .ctx("secret mode")?
+                            .unwrap_or(0o400);
                         set_mode(&p, mode)?;
-                        let uid = m.uid.as_deref().map(str::parse::<u32>).transpose().ctx("secret uid")?.unwrap_or(0);
-                        let gid = m.gid.as_deref().map(str::parse::<u32>).transpose().ctx("secret gid")?.unwrap_or(0);
+                        let uid = m
+                            .uid
+                            .as_deref()
+                            .map(str::parse::<u32>)
+                            .transpose()
+                            .ctx("secret uid")?
+                            .unwrap_or(0);
+                        let gid = m
+                            .gid
+                            .as_deref()
+                            .map(str::parse::<u32>)
+                            .transpose()
+                            .ctx("secret gid")?
+                            .unwrap_or(0);
                         std::os::unix::fs::chown(&p, Some(uid), Some(gid)).ctx("chown secret")?;
-                        extra.push(ExtraMount { destination: target, kind: "bind".into(), source: p.display().to_string(), options: vec!["rbind".into(), "ro".into()] });
+                        extra.push(ExtraMount {
+                            destination: target,
+                            kind: "bind".into(),
+                            source: p.display().to_string(),
+                            options: vec!["rbind".into(), "ro".into()],
+                        });
                     }
                 }
-                other => return Err(fail(format!("line {line}: --mount type={other} is not supported by skiff-build"))),
+                other => {
+                    return Err(fail(format!(
+                        "line {line}: --mount type={other} is not supported by skiff-build"
+                    )))
+                }
             }
         }
         // The working directory exists for the command (docker creates it too).
-        root.mkdir_all(workdir, None).ctx(format!("creating working directory {workdir}"))?;
+        root.mkdir_all(workdir, None)
+            .ctx(format!("creating working directory {workdir}"))?;
         // Remember mount points that do not exist yet: the runtime creates them, we remove them.
         let mut created: Vec<String> = Vec::new();
         for m in &extra {
@@ -1093,12 +1470,25 @@ impl<'a> Builder<'a> {
         }
         // Write config.json for this step.
         let cfg_path = bundle.join("config.json");
-        let mut spec: Value = serde_json::from_slice(&fs::read(&cfg_path).ctx("reading config.json")?).ctx("parsing config.json")?;
+        let mut spec: Value =
+            serde_json::from_slice(&fs::read(&cfg_path).ctx("reading config.json")?)
+                .ctx("parsing config.json")?;
         spec["process"]["env"] = json!(run_env);
         crate::runtime::patch_spec(&mut spec, net, insecure, &extra, "skiff-build");
-        fs::write(&cfg_path, serde_json::to_vec_pretty(&spec).ctx("serializing config.json")?).ctx("writing config.json")?;
-        let rt = Runtime { program: self.opts.runtime.clone(), root: self.opts.runtime_root.clone() };
-        let id = format!("skiff-build-{}-{}", std::process::id(), &sha(&[&bundle.display().to_string()])[..12]);
+        fs::write(
+            &cfg_path,
+            serde_json::to_vec_pretty(&spec).ctx("serializing config.json")?,
+        )
+        .ctx("writing config.json")?;
+        let rt = Runtime {
+            program: self.opts.runtime.clone(),
+            root: self.opts.runtime_root.clone(),
+        };
+        let id = format!(
+            "skiff-build-{}-{}",
+            std::process::id(),
+            &sha(&[&bundle.display().to_string()])[..12]
+        );
         let show = self.opts.progress != Progress::Quiet;
         let mut pending = Vec::new();
         let log = &mut self.log;
@@ -1110,7 +1500,10 @@ impl<'a> Builder<'a> {
                 pending.extend_from_slice(chunk);
                 while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=i).collect();
-                    log(&format!("  | {}", String::from_utf8_lossy(&line[..line.len() - 1])));
+                    log(&format!(
+                        "  | {}",
+                        String::from_utf8_lossy(&line[..line.len() - 1])
+                    ));
                 }
             })
             .ctx("running the RUN container")?;
@@ -1123,7 +1516,11 @@ impl<'a> Builder<'a> {
                 "line {line}: RUN {} failed with exit code {}{}",
                 serde_json::to_string(argv).unwrap_or_default(),
                 outcome.code,
-                if show || out.is_empty() { String::new() } else { format!("; output:\n{out}") }
+                if show || out.is_empty() {
+                    String::new()
+                } else {
+                    format!("; output:\n{out}")
+                }
             )));
         }
         for p in created.iter().rev() {
@@ -1131,14 +1528,22 @@ impl<'a> Builder<'a> {
         }
         drop(root);
         drop(keep_alive);
-        let layer = skiff_image::diff(&self.store, &bundle).ctx("turning the RUN's changes into a layer")?;
+        let layer = skiff_image::diff(&self.store, &bundle)
+            .ctx("turning the RUN's changes into a layer")?;
         drop(guard);
         Ok(layer)
     }
 
     // ------------------------------------------------------------ COPY / ADD
 
-    fn copy_step(&mut self, stage: usize, st: &mut State, l: &Located, spec: &CopySpec, add: bool) -> Result<()> {
+    fn copy_step(
+        &mut self,
+        stage: usize,
+        st: &mut State,
+        l: &Located,
+        spec: &CopySpec,
+        add: bool,
+    ) -> Result<()> {
         let line = l.pos.line;
         let kw = if add { "ADD" } else { "COPY" };
         let mut sources = Vec::new();
@@ -1150,7 +1555,9 @@ impl<'a> Builder<'a> {
                     let env = Self::lookup_env(st);
                     let f = |k: &str| vars::lookup(&env, &st.args, k);
                     let content = if h.expand {
-                        self.expander.heredoc(&h.content, &f).map_err(|e| fail(format!("line {line}: {e}")))?
+                        self.expander
+                            .heredoc(&h.content, &f)
+                            .map_err(|e| fail(format!("line {line}: {e}")))?
                     } else {
                         h.content.clone()
                     };
@@ -1165,9 +1572,15 @@ impl<'a> Builder<'a> {
         let dest = if dest_raw.starts_with('/') {
             dest_raw.clone()
         } else {
-            let w = if workdir.is_empty() { "/".to_string() } else { workdir.clone() };
+            let w = if workdir.is_empty() {
+                "/".to_string()
+            } else {
+                workdir.clone()
+            };
             let mut d = format!("{}/{}", w.trim_end_matches('/'), dest_raw);
-            if (dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.")) && !d.ends_with('/') {
+            if (dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/."))
+                && !d.ends_with('/')
+            {
                 d.push('/');
             }
             d
@@ -1181,16 +1594,25 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let chmod = match &spec.chmod {
-            Some(c) => Some(Chmod::parse(&self.word(st, c, line)?).map_err(|e| fail(format!("line {line}: {e}")))?),
+            Some(c) => Some(
+                Chmod::parse(&self.word(st, c, line)?)
+                    .map_err(|e| fail(format!("line {line}: {e}")))?,
+            ),
             None => None,
         };
         let mut exclude = Vec::new();
         for e in &spec.exclude {
-            exclude.push(Glob::new(&self.word(st, e, line)?).map_err(|e| fail(format!("line {line}: {e}")))?);
+            exclude.push(
+                Glob::new(&self.word(st, e, line)?)
+                    .map_err(|e| fail(format!("line {line}: {e}")))?,
+            );
         }
-        let (urls, locals): (Vec<String>, Vec<String>) = sources.into_iter().partition(|s| add && archive::is_url(s));
+        let (urls, locals): (Vec<String>, Vec<String>) =
+            sources.into_iter().partition(|s| add && archive::is_url(s));
         if (!urls.is_empty() && from.is_some()) || (add && from.is_some()) {
-            return Err(fail(format!("line {line}: {kw}: --from cannot be used with URLs or ADD")));
+            return Err(fail(format!(
+                "line {line}: {kw}: --from cannot be used with URLs or ADD"
+            )));
         }
         let total_sources = urls.len() + locals.len() + heredoc_files.len();
         if total_sources > 1 && !dest.ends_with('/') {
@@ -1203,25 +1625,40 @@ impl<'a> Builder<'a> {
                 let r = Root::open(&g.path.join("rootfs")).ctx("opening source rootfs")?;
                 (Some(g), r, k, false)
             }
-            None => (None, Root::open(&self.opts.context).ctx(format!("opening build context {}", self.opts.context.display()))?, String::new(), true),
+            None => (
+                None,
+                Root::open(&self.opts.context).ctx(format!(
+                    "opening build context {}",
+                    self.opts.context.display()
+                ))?,
+                String::new(),
+                true,
+            ),
         };
         let mut copts = CopyOptions {
             chown: None,
             zero_owner: is_context,
             chmod: chmod.clone(),
             exclude,
-            ignore: if is_context { Some(self.ignore.clone()) } else { None },
+            ignore: if is_context {
+                Some(self.ignore.clone())
+            } else {
+                None
+            },
         };
         let rels = if locals.is_empty() {
             Vec::new()
         } else {
-            copy::resolve_sources(&src_root, &locals, &copts, is_context).map_err(|e| fail(format!("line {line}: {kw}: {e}")))?
+            copy::resolve_sources(&src_root, &locals, &copts, is_context)
+                .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?
         };
-        let content_hash = copy::hash_sources(&src_root, &rels, &copts).map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+        let content_hash = copy::hash_sources(&src_root, &rels, &copts)
+            .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
         // URLs are fetched now (their content is part of the cache key).
         let mut downloads = Vec::new();
         for u in &urls {
-            let mut d = crate::fetch::get(u, &self.tmp_dir).map_err(|e| fail(format!("line {line}: ADD {u}: {e}")))?;
+            let mut d = crate::fetch::get(u, &self.tmp_dir)
+                .map_err(|e| fail(format!("line {line}: ADD {u}: {e}")))?;
             let mut h = Sha256::new();
             let mut buf = Vec::new();
             d.file.read_to_end(&mut buf).ctx("reading download")?;
@@ -1230,7 +1667,9 @@ impl<'a> Builder<'a> {
             if let Some(c) = &spec.checksum {
                 let want = self.word(st, c, line)?;
                 if want != digest {
-                    return Err(fail(format!("line {line}: ADD {u}: checksum mismatch: expected {want}, got {digest}")));
+                    return Err(fail(format!(
+                        "line {line}: ADD {u}: checksum mismatch: expected {want}, got {digest}"
+                    )));
                 }
             }
             downloads.push((u.clone(), buf, digest, d.last_modified));
@@ -1238,38 +1677,76 @@ impl<'a> Builder<'a> {
         let key = sha(&[
             &st.key,
             kw,
-            &serde_json::to_string(&(&locals, &urls, &dest, &from, &chown, &spec.chmod, &spec.exclude, spec.unpack)).unwrap_or_default(),
+            &serde_json::to_string(&(
+                &locals,
+                &urls,
+                &dest,
+                &from,
+                &chown,
+                &spec.chmod,
+                &spec.exclude,
+                spec.unpack,
+            ))
+            .unwrap_or_default(),
             &content_hash,
             &src_key,
             &serde_json::to_string(&heredoc_files).unwrap_or_default(),
-            &downloads.iter().map(|d| d.2.clone()).collect::<Vec<_>>().join(","),
+            &downloads
+                .iter()
+                .map(|d| d.2.clone())
+                .collect::<Vec<_>>()
+                .join(","),
             &format!("{:?}", self.opts.source_date_epoch),
         ]);
-        let created_by = format!("{kw} {}", l.source.split_once(char::is_whitespace).map(|x| x.1.trim()).unwrap_or(""));
+        let created_by = format!(
+            "{kw} {}",
+            l.source
+                .split_once(char::is_whitespace)
+                .map(|x| x.1.trim())
+                .unwrap_or("")
+        );
+        let parents = spec.parents;
         let unpack_local = add && spec.unpack != Some(false);
         let unpack_url = add && spec.unpack == Some(true);
         let epoch = self.opts.source_date_epoch;
-        let mut make = |b: &mut Self, st: &State| -> Result<LayerInfo> {
+        let mut make = |b: &mut Self, st: &State| -> Result<Option<LayerInfo>> {
             let guard = b.bundle(st, Map::new())?;
             let rootfs_path = guard.path.join("rootfs");
             let dst = Root::open(&rootfs_path).ctx("opening the bundle rootfs")?;
             if let Some(c) = &chown {
-                copts.chown = Some(resolve_chown(&rootfs_path, c).map_err(|e| fail(format!("line {line}: --chown={c}: {e}")))?);
+                copts.chown = Some(
+                    resolve_chown(&rootfs_path, c)
+                        .map_err(|e| fail(format!("line {line}: --chown={c}: {e}")))?,
+                );
             }
-            let into_dir = dest.ends_with('/') || dst.stat(&rootfs::rel_in_root(&dest)).ok().flatten().is_some_and(|s| rootfs::is_dir(&s));
+            let into_dir = dest.ends_with('/')
+                || dst
+                    .stat(&rootfs::rel_in_root(&dest))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| rootfs::is_dir(&s));
             if total_sources > 1 && !into_dir {
                 return Err(fail(format!("line {line}: {kw}: when copying several sources, the destination '{dest_raw}' must be a directory and end with '/'")));
             }
             let owner = copts.chown.unwrap_or((0, 0));
             let file_meta = |mode: u32, mtime: Option<i64>| rootfs::Meta {
-                mode: copts.chmod.as_ref().map(|c| c.apply(mode, false)).unwrap_or(mode),
+                mode: copts
+                    .chmod
+                    .as_ref()
+                    .map(|c| c.apply(mode, false))
+                    .unwrap_or(mode),
                 uid: owner.0,
                 gid: owner.1,
                 mtime: mtime.or(epoch).map(|s| (s, 0)),
             };
             for (name, content) in &heredoc_files {
-                let target = if into_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
-                dst.write_file(&target, &mut &content[..], &file_meta(0o644, None)).ctx(format!("writing {target}"))?;
+                let target = if into_dir {
+                    format!("{}/{}", dest.trim_end_matches('/'), name)
+                } else {
+                    dest.clone()
+                };
+                dst.write_file(&target, &mut &content[..], &file_meta(0o644, None))
+                    .ctx(format!("writing {target}"))?;
             }
             for (u, buf, _, lm) in &downloads {
                 let target = if into_dir {
@@ -1281,14 +1758,17 @@ impl<'a> Builder<'a> {
                 if unpack_url {
                     let mut tf = tempfile::tempfile_in(&b.tmp_dir).ctx("staging download")?;
                     tf.write_all(buf).ctx("staging download")?;
-                    std::io::Seek::seek(&mut tf, std::io::SeekFrom::Start(0)).ctx("staging download")?;
+                    std::io::Seek::seek(&mut tf, std::io::SeekFrom::Start(0))
+                        .ctx("staging download")?;
                     let kind = archive::sniff(&mut tf).ctx("reading download")?;
                     if kind != archive::Kind::NotArchive {
-                        archive::extract(tf, kind, &dst, &dest, copts.chown).map_err(|e| fail(format!("line {line}: ADD {u}: extracting: {e}")))?;
+                        archive::extract(tf, kind, &dst, &dest, copts.chown)
+                            .map_err(|e| fail(format!("line {line}: ADD {u}: extracting: {e}")))?;
                         continue;
                     }
                 }
-                dst.write_file(&target, &mut &buf[..], &file_meta(0o600, *lm)).ctx(format!("writing {target}"))?;
+                dst.write_file(&target, &mut &buf[..], &file_meta(0o600, *lm))
+                    .ctx(format!("writing {target}"))?;
             }
             if !rels.is_empty() {
                 let mut plain = Vec::new();
@@ -1299,7 +1779,9 @@ impl<'a> Builder<'a> {
                                 let mut f = src_root.open_read(r).ctx(format!("opening {r}"))?;
                                 let kind = archive::sniff(&mut f).ctx(format!("reading {r}"))?;
                                 if kind != archive::Kind::NotArchive {
-                                    archive::extract(f, kind, &dst, &dest, copts.chown).map_err(|e| fail(format!("line {line}: ADD {r}: extracting: {e}")))?;
+                                    archive::extract(f, kind, &dst, &dest, copts.chown).map_err(
+                                        |e| fail(format!("line {line}: ADD {r}: extracting: {e}")),
+                                    )?;
                                     continue;
                                 }
                             }
@@ -1307,18 +1789,84 @@ impl<'a> Builder<'a> {
                     }
                     plain.push(r.clone());
                 }
-                if !plain.is_empty() {
-                    copy::copy_into(&src_root, &plain, &dst, &dest, &copts).map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+                if parents {
+                    // --parents: each source keeps its path below the destination.
+                    for r in &plain {
+                        let d = format!("{}/{}/", dest.trim_end_matches('/'), r);
+                        let is_dir = src_root
+                            .stat(r)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|s| rootfs::is_dir(&s));
+                        let d = if is_dir {
+                            d
+                        } else {
+                            match r.rsplit_once('/') {
+                                Some((p, _)) => format!("{}/{}/", dest.trim_end_matches('/'), p),
+                                None => format!("{}/", dest.trim_end_matches('/')),
+                            }
+                        };
+                        copy::copy_into(&src_root, std::slice::from_ref(r), &dst, &d, &copts)
+                            .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+                    }
+                } else if !plain.is_empty() {
+                    copy::copy_into(&src_root, &plain, &dst, &dest, &copts)
+                        .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
                 }
             }
             drop(dst);
-            let layer = skiff_image::diff(&b.store, &guard.path).ctx("turning the copied files into a layer")?;
+            let layer = skiff_image::diff(&b.store, &guard.path)
+                .ctx("turning the copied files into a layer")?;
             drop(guard);
-            Ok(layer)
+            Ok(Some(layer))
         };
         let r = self.layer_step(st, key, created_by, &mut make);
         drop(src_guard);
         r
+    }
+}
+
+/// Remove bundles and temp dirs of builds that were killed (their pid is gone), so an
+/// interrupted build leaves no mount or bundle behind for long.
+fn clean_stale(tmp_dir: &Path, rt: &Runtime) {
+    let dead = |rest: &str| -> bool {
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks for existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        !alive
+    };
+    // Containers of killed builds first (they may hold the bundles' mounts busy).
+    if let Ok(rd) = fs::read_dir(&rt.root) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.strip_prefix("skiff-build-").is_some_and(dead) {
+                rt.delete(&name);
+            }
+        }
+    }
+    let Ok(rd) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name
+            .strip_prefix("bundle-")
+            .or_else(|| name.strip_prefix("run-"))
+        else {
+            continue;
+        };
+        if !dead(rest) {
+            continue;
+        }
+        let p = e.path();
+        let b = p.join("b");
+        if b.exists() && skiff_image::remove_bundle(&b).is_err() {
+            let _ = skiff_image::umount(&b);
+        }
+        let _ = fs::remove_dir_all(&p);
     }
 }
 
@@ -1328,7 +1876,9 @@ fn only_heredoc(s: &str, heredocs: &[crate::instructions::Heredoc]) -> bool {
     }
     let t = s.trim();
     let t = t.trim_start_matches(|c: char| c.is_ascii_digit());
-    let Some(rest) = t.strip_prefix("<<") else { return false };
+    let Some(rest) = t.strip_prefix("<<") else {
+        return false;
+    };
     let rest = rest.strip_prefix('-').unwrap_or(rest);
     let unq = rest.trim_matches(|c| c == '"' || c == '\'');
     unq == heredocs[0].name && !rest.contains(char::is_whitespace)
@@ -1344,9 +1894,16 @@ fn remove_if_empty(root: &Root, rel: &str) {
         Some((p, n)) => (p, n),
         None => ("", rel),
     };
-    let Ok(dir) = root.open_dir(parent) else { return };
-    let Ok(Some(st)) = rootfs::lstat_at(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_bytes()) else { return };
-    let Ok(c) = std::ffi::CString::new(name) else { return };
+    let Ok(dir) = root.open_dir(parent) else {
+        return;
+    };
+    let Ok(Some(st)) = rootfs::lstat_at(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_bytes())
+    else {
+        return;
+    };
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return;
+    };
     let flags = if rootfs::is_dir(&st) {
         libc::AT_REMOVEDIR
     } else if rootfs::is_file(&st) && st.st_size == 0 {
@@ -1366,14 +1923,19 @@ fn resolve_chown(rootfs: &Path, spec: &str) -> std::result::Result<(u32, u32), S
     };
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => skiff_image::spec::resolve_user(rootfs, u).map_err(|e| e.to_string())?.uid,
+        Err(_) => {
+            skiff_image::spec::resolve_user(rootfs, u)
+                .map_err(|e| e.to_string())?
+                .uid
+        }
     };
     let gid = match g {
         None => uid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                let r = skiff_image::spec::resolve_user(rootfs, &format!("0:{g}")).map_err(|e| e.to_string())?;
+                let r = skiff_image::spec::resolve_user(rootfs, &format!("0:{g}"))
+                    .map_err(|e| e.to_string())?;
                 r.gid
             }
         },
@@ -1388,9 +1950,9 @@ fn valid_signal(s: &str) -> bool {
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     const NAMES: &[&str] = &[
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM",
-        "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "POLL",
-        "PWR", "SYS",
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV",
+        "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU",
+        "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "POLL", "PWR", "SYS",
     ];
     NAMES.contains(&name) || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }
@@ -1402,9 +1964,14 @@ fn expand_ports(w: &str) -> std::result::Result<Vec<String>, String> {
         None => (w, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid protocol '{proto}' in '{w}': expected tcp, udp or sctp"));
+        return Err(format!(
+            "invalid protocol '{proto}' in '{w}': expected tcp, udp or sctp"
+        ));
     }
-    let parse = |s: &str| s.parse::<u16>().map_err(|_| format!("invalid port '{s}' in '{w}': expected 0-65535"));
+    let parse = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("invalid port '{s}' in '{w}': expected 0-65535"))
+    };
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (parse(a)?, parse(b)?),
         None => {
@@ -1446,7 +2013,8 @@ pub fn parse_secret(s: &str, tmp: &Path) -> std::result::Result<(String, PathBuf
         return Ok((id, p));
     }
     let var = env.unwrap_or_else(|| id.clone());
-    let v = std::env::var(&var).map_err(|_| format!("--secret {id}: no src= and no environment variable {var}"))?;
+    let v = std::env::var(&var)
+        .map_err(|_| format!("--secret {id}: no src= and no environment variable {var}"))?;
     let p = tmp.join(format!("secret-env-{}", sha(&[&id])));
     fs::write(&p, v).map_err(|e| e.to_string())?;
     Ok((id, p))
@@ -1454,13 +2022,15 @@ pub fn parse_secret(s: &str, tmp: &Path) -> std::result::Result<(String, PathBuf
 
 /// Labels from `--label k=v`.
 pub fn parse_label(s: &str) -> Option<(String, String)> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
 }
 
 #[allow(dead_code)]
 fn _unused(_: BTreeMap<String, String>) {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -414,7 +414,11 @@ impl Lex<'_, '_> {
                     Some(v) => Ok(v),
                     None => Err(ExpandError::new(format!(
                         "{name}: {}",
-                        if w.is_empty() { "is not allowed to be unset" } else { &w }
+                        if w.is_empty() {
+                            "is not allowed to be unset"
+                        } else {
+                            &w
+                        }
                     ))),
                 }
             }
@@ -480,13 +484,12 @@ fn glob_match(pat: &[char], text: &[char]) -> bool {
                     t += 1;
                     continue;
                 }
-                '\\' if p + 1 < pat.len() => {
-                    if pat[p + 1] == text[t] {
-                        p += 2;
-                        t += 1;
-                        continue;
-                    }
+                '\\' if p + 1 < pat.len() && pat[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
                 }
+                '\\' if p + 1 < pat.len() => {}
                 c if c == text[t] => {
                     p += 1;
                     t += 1;
@@ -575,6 +578,7 @@ fn replace(v: &str, pat: &str, repl: &str, all: bool) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -679,7 +683,8 @@ mod tests {
         let f = move |k: &str| e.get(k).cloned();
         let x = Expander::default();
         assert_eq!(
-            x.heredoc("echo \"hello ${foo}\" '$foo' \\$foo\n", &f).unwrap(),
+            x.heredoc("echo \"hello ${foo}\" '$foo' \\$foo\n", &f)
+                .unwrap(),
             "echo \"hello /bar\" '/bar' $foo\n"
         );
     }

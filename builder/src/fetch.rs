@@ -30,7 +30,9 @@ fn split_url(url: &str) -> io::Result<(String, u16, String)> {
             "cannot fetch {url}: https is not supported by this skiff-build (no TLS library); use http or RUN wget/curl"
         )));
     } else {
-        return Err(err(format!("unsupported URL scheme in {url}: expected http://")));
+        return Err(err(format!(
+            "unsupported URL scheme in {url}: expected http://"
+        )));
     };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -40,7 +42,8 @@ fn split_url(url: &str) -> io::Result<(String, u16, String)> {
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
             h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse::<u16>().map_err(|_| err(format!("bad port in {url}")))?,
+            p.parse::<u16>()
+                .map_err(|_| err(format!("bad port in {url}")))?,
         ),
         _ => (hostport.to_string(), 80),
     };
@@ -72,10 +75,10 @@ pub fn get(url: &str, tmpdir: &std::path::Path) -> io::Result<Download> {
             .map_err(|e| err(format!("connecting to {host}:{port} for {url}: {e}")))?;
         s.set_read_timeout(Some(Duration::from_secs(300)))?;
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            s,
+        let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: skiff-build\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        )?;
+        );
+        s.write_all(req.as_bytes())?;
         let mut r = BufReader::new(s);
         let mut status = String::new();
         r.by_ref().take(8192).read_line(&mut status)?;
@@ -98,11 +101,19 @@ pub fn get(url: &str, tmpdir: &std::path::Path) -> io::Result<Download> {
         }
         let header = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.clone());
         if matches!(code, 301 | 302 | 303 | 307 | 308) {
-            let loc = header("location").ok_or_else(|| err(format!("redirect without Location from {url}")))?;
+            let loc = header("location")
+                .ok_or_else(|| err(format!("redirect without Location from {url}")))?;
             url = if loc.starts_with("http://") || loc.starts_with("https://") {
                 loc
             } else {
-                format!("http://{host}:{port}{}", if loc.starts_with('/') { loc } else { format!("/{loc}") })
+                format!(
+                    "http://{host}:{port}{}",
+                    if loc.starts_with('/') {
+                        loc
+                    } else {
+                        format!("/{loc}")
+                    }
+                )
             };
             continue;
         }
@@ -110,7 +121,8 @@ pub fn get(url: &str, tmpdir: &std::path::Path) -> io::Result<Download> {
             return Err(err(format!("GET {url}: HTTP status {code}")));
         }
         let mut file = tempfile::tempfile_in(tmpdir)?;
-        let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if chunked {
             let mut total = 0u64;
             loop {
@@ -138,7 +150,9 @@ pub fn get(url: &str, tmpdir: &std::path::Path) -> io::Result<Download> {
             }
             let copied = io::copy(&mut r.by_ref().take(len), &mut file)?;
             if copied != len {
-                return Err(err(format!("truncated body from {url}: {copied} of {len} bytes")));
+                return Err(err(format!(
+                    "truncated body from {url}: {copied} of {len} bytes"
+                )));
             }
         } else {
             let copied = io::copy(&mut r.by_ref().take(MAX_DOWNLOAD + 1), &mut file)?;
@@ -149,23 +163,38 @@ pub fn get(url: &str, tmpdir: &std::path::Path) -> io::Result<Download> {
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0))?;
         let last_modified = header("last-modified").and_then(|v| {
-            chrono::DateTime::parse_from_rfc2822(&v).ok().map(|d| d.timestamp())
+            chrono::DateTime::parse_from_rfc2822(&v)
+                .ok()
+                .map(|d| d.timestamp())
         });
-        return Ok(Download { file, last_modified });
+        return Ok(Download {
+            file,
+            last_modified,
+        });
     }
     Err(err(format!("too many redirects fetching {url}")))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn urls() {
-        assert_eq!(split_url("http://127.0.0.1:8080/a/b?x").unwrap(), ("127.0.0.1".into(), 8080, "/a/b?x".into()));
-        assert_eq!(split_url("http://example.com").unwrap(), ("example.com".into(), 80, "/".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/a/b?x").unwrap(),
+            ("127.0.0.1".into(), 8080, "/a/b?x".into())
+        );
+        assert_eq!(
+            split_url("http://example.com").unwrap(),
+            ("example.com".into(), 80, "/".into())
+        );
         assert!(split_url("https://x/y").is_err());
-        assert_eq!(url_basename("http://example.com/foobar").as_deref(), Some("foobar"));
+        assert_eq!(
+            url_basename("http://example.com/foobar").as_deref(),
+            Some("foobar")
+        );
         assert_eq!(url_basename("http://example.com/"), None);
     }
 }

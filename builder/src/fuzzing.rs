@@ -35,7 +35,9 @@ pub fn exercise(input: &str) -> usize {
     let e = Expander::new(df.escape);
     for l in &df.instructions {
         let words: Vec<String> = match &l.instruction {
-            Instruction::From { image, platform, .. } => {
+            Instruction::From {
+                image, platform, ..
+            } => {
                 let mut v = vec![image.clone()];
                 v.extend(platform.clone());
                 v

@@ -102,8 +102,12 @@ fn parse_output(s: &str) -> Result<Output> {
 
 fn run(cli: Cli) -> Result<()> {
     if cli.print_instructions {
-        let path = cli.file.clone().unwrap_or_else(|| cli.context.join("Dockerfile"));
-        let src = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let path = cli
+            .file
+            .clone()
+            .unwrap_or_else(|| cli.context.join("Dockerfile"));
+        let src = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let df = skiff_build::parse(&path.display().to_string(), &src)?;
         println!("{}", serde_json::to_string_pretty(&df)?);
         return Ok(());
@@ -137,10 +141,12 @@ fn run(cli: Cli) -> Result<()> {
             None => bail!("invalid --build-arg '{a}': expected NAME=VALUE"),
         }
     }
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .or_else(|| build_args.iter().find(|(k, _)| k == "SOURCE_DATE_EPOCH").map(|(_, v)| v.clone()))
-    {
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH").ok().or_else(|| {
+        build_args
+            .iter()
+            .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+            .map(|(_, v)| v.clone())
+    }) {
         Some(v) if !v.is_empty() => Some(
             v.parse::<i64>()
                 .with_context(|| format!("SOURCE_DATE_EPOCH '{v}' is not a number of seconds"))?,
@@ -149,7 +155,10 @@ fn run(cli: Cli) -> Result<()> {
     };
     let mut labels = Vec::new();
     for l in &cli.labels {
-        labels.push(engine::parse_label(l).with_context(|| format!("invalid --label '{l}': expected KEY=VALUE"))?);
+        labels.push(
+            engine::parse_label(l)
+                .with_context(|| format!("invalid --label '{l}': expected KEY=VALUE"))?,
+        );
     }
     let mut outputs = Vec::new();
     for o in &cli.outputs {

@@ -139,7 +139,8 @@ fn keyword(i: &str) -> IResult<&str, &str> {
 /// `--name` or `--name=value` (value raw, may be empty).
 fn flag_word(i: &str) -> IResult<&str, (&str, Option<&str>)> {
     let (i, _) = tag("--").parse(i)?;
-    let (i, name) = take_while1(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_').parse(i)?;
+    let (i, name) =
+        take_while1(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_').parse(i)?;
     let (i, value) = opt((nchar('='), rest).map(|(_, v)| v)).parse(i)?;
     Ok((i, (name, value)))
 }
@@ -201,8 +202,7 @@ fn as_keyword(i: &str) -> IResult<&str, &str> {
 /// A stage name: lower-case letter then letters, digits, `-`, `_`, `.`.
 fn stage_name(i: &str) -> IResult<&str, &str> {
     let (i, _) = take_while1(|c: char| c.is_ascii_lowercase()).parse(i)?;
-    take_while(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
-        .parse(i)
+    take_while(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)).parse(i)
 }
 
 // ---------------------------------------------------------------- driver
@@ -290,9 +290,7 @@ impl<'a> Parser<'a> {
                         _ => {
                             return Err(self.err(
                                 pos,
-                                format!(
-                                    "invalid escape token '{value}': expected '\\' or '`'"
-                                ),
+                                format!("invalid escape token '{value}': expected '\\' or '`'"),
                             ))
                         }
                     }
@@ -417,7 +415,9 @@ impl<'a> Parser<'a> {
             if !found {
                 return Err(self.err(
                     ll.pos(w.off),
-                    format!("unterminated here-document: expected a line '{name}' before end of file"),
+                    format!(
+                        "unterminated here-document: expected a line '{name}' before end of file"
+                    ),
                 ));
             }
             docs.push(Heredoc {
@@ -588,7 +588,10 @@ impl<'a> Parser<'a> {
             let Ok((_, (name, value))) = flag_word(&w.text) else {
                 return Err(self.err(
                     ll.pos(w.off),
-                    format!("malformed flag '{}': expected --name or --name=value", w.text),
+                    format!(
+                        "malformed flag '{}': expected --name or --name=value",
+                        w.text
+                    ),
                 ));
             };
             flags.push(Flag {
@@ -629,9 +632,7 @@ impl<'a> Parser<'a> {
                     format!("unknown flag: --{} ({expect})", f.name),
                 ));
             }
-            if !multi.contains(&f.name.as_str())
-                && flags[..n].iter().any(|g| g.name == f.name)
-            {
+            if !multi.contains(&f.name.as_str()) && flags[..n].iter().any(|g| g.name == f.name) {
                 return Err(self.err(
                     ll.pos(f.off),
                     format!("flag --{} given more than once", f.name),
@@ -641,7 +642,12 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn flag_value(&self, ll: &Logical, flags: &[Flag], name: &str) -> Result<Option<String>, ParseError> {
+    fn flag_value(
+        &self,
+        ll: &Logical,
+        flags: &[Flag],
+        name: &str,
+    ) -> Result<Option<String>, ParseError> {
         match flags.iter().rev().find(|f| f.name == name) {
             None => Ok(None),
             Some(f) => match &f.value {
@@ -654,7 +660,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn flag_values(&self, ll: &Logical, flags: &[Flag], name: &str) -> Result<Vec<(String, usize)>, ParseError> {
+    fn flag_values(
+        &self,
+        ll: &Logical,
+        flags: &[Flag],
+        name: &str,
+    ) -> Result<Vec<(String, usize)>, ParseError> {
         let mut out = Vec::new();
         for f in flags.iter().filter(|f| f.name == name) {
             match &f.value {
@@ -670,7 +681,12 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
-    fn flag_bool(&self, ll: &Logical, flags: &[Flag], name: &str) -> Result<Option<bool>, ParseError> {
+    fn flag_bool(
+        &self,
+        ll: &Logical,
+        flags: &[Flag],
+        name: &str,
+    ) -> Result<Option<bool>, ParseError> {
         match flags.iter().rev().find(|f| f.name == name) {
             None => Ok(None),
             Some(f) => match f.value.as_deref() {
@@ -725,7 +741,9 @@ impl<'a> Parser<'a> {
             let quoted = raw.contains(['"', '\'']);
             let name = crate::expand::Expander::new(self.escape)
                 .word(raw, &|_| None)
-                .map_err(|e| self.err(ll.pos(w.off), format!("bad here-document delimiter: {e}")))?;
+                .map_err(|e| {
+                    self.err(ll.pos(w.off), format!("bad here-document delimiter: {e}"))
+                })?;
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(self.err(
                     ll.pos(w.off),
@@ -745,7 +763,13 @@ impl<'a> Parser<'a> {
     }
 
     /// `key=value ...` or legacy `key value` (ENV, LABEL).
-    fn name_values(&self, ll: &Logical, off: usize, kw: &str, legacy: bool) -> Result<Vec<KeyValue>, ParseError> {
+    fn name_values(
+        &self,
+        ll: &Logical,
+        off: usize,
+        kw: &str,
+        legacy: bool,
+    ) -> Result<Vec<KeyValue>, ParseError> {
         let words = self.raw_words(ll, off)?;
         if words.is_empty() {
             return Err(self.err(
@@ -797,9 +821,8 @@ impl<'a> Parser<'a> {
             kind: "bind".into(),
             ..Default::default()
         };
-        let fields = csv_fields(value).ok_or_else(|| {
-            self.err(ll.pos(off), "--mount: unterminated quote in mount options")
-        })?;
+        let fields = csv_fields(value)
+            .ok_or_else(|| self.err(ll.pos(off), "--mount: unterminated quote in mount options"))?;
         for field in fields {
             let (k, v) = match field.split_once('=') {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
@@ -807,7 +830,10 @@ impl<'a> Parser<'a> {
             };
             let need = |v: Option<String>| -> Result<String, ParseError> {
                 v.ok_or_else(|| {
-                    self.err(ll.pos(off), format!("--mount: option '{k}' requires a value"))
+                    self.err(
+                        ll.pos(off),
+                        format!("--mount: option '{k}' requires a value"),
+                    )
                 })
             };
             let boolv = |v: &Option<String>| -> Result<bool, ParseError> {
@@ -888,7 +914,13 @@ impl<'a> Parser<'a> {
         } else {
             (
                 &[
-                    "chown", "chmod", "link", "checksum", "keep-git-dir", "unpack", "exclude",
+                    "chown",
+                    "chmod",
+                    "link",
+                    "checksum",
+                    "keep-git-dir",
+                    "unpack",
+                    "exclude",
                 ],
                 &["exclude"],
             )
@@ -960,7 +992,13 @@ impl<'a> Parser<'a> {
     }
 
     /// Build the typed instruction for keyword `kw` whose arguments start at `off`.
-    fn build(&mut self, kw: &str, ll: &Logical, off: usize, top: bool) -> Result<Instruction, ParseError> {
+    fn build(
+        &mut self,
+        kw: &str,
+        ll: &Logical,
+        off: usize,
+        top: bool,
+    ) -> Result<Instruction, ParseError> {
         let args = ll.text.get(off..).unwrap_or("");
         let no_flags = |p: &Self| -> Result<(), ParseError> {
             let (flags, _) = p.flags(ll, off)?;
@@ -1127,7 +1165,11 @@ impl<'a> Parser<'a> {
                         ll.pos(off),
                         format!(
                             "{kw} requires exactly one argument: expected {}",
-                            if kw == "USER" { "<user>[:<group>]" } else { "a signal name or number" }
+                            if kw == "USER" {
+                                "<user>[:<group>]"
+                            } else {
+                                "a signal name or number"
+                            }
                         ),
                     ));
                 }
@@ -1149,7 +1191,10 @@ impl<'a> Parser<'a> {
                 no_flags(self)?;
                 require(self, "<port>[/<protocol>]...")?;
                 Instruction::Expose {
-                    ports: Self::plain_words(ll, off).into_iter().map(|w| w.text).collect(),
+                    ports: Self::plain_words(ll, off)
+                        .into_iter()
+                        .map(|w| w.text)
+                        .collect(),
                 }
             }
             "VOLUME" => {
@@ -1157,7 +1202,10 @@ impl<'a> Parser<'a> {
                 require(self, "one or more paths")?;
                 let paths = match Self::json_array(args) {
                     Some(v) => v,
-                    None => Self::plain_words(ll, off).into_iter().map(|w| w.text).collect(),
+                    None => Self::plain_words(ll, off)
+                        .into_iter()
+                        .map(|w| w.text)
+                        .collect(),
                 };
                 if paths.is_empty() || paths.iter().any(|p| p.trim().is_empty()) {
                     return Err(self.err(
@@ -1185,7 +1233,13 @@ impl<'a> Parser<'a> {
                     ll,
                     kw,
                     &flags,
-                    &["interval", "timeout", "start-period", "start-interval", "retries"],
+                    &[
+                        "interval",
+                        "timeout",
+                        "start-period",
+                        "start-interval",
+                        "retries",
+                    ],
                     &[],
                 )?;
                 let words = Self::plain_words(ll, rest);
@@ -1208,7 +1262,10 @@ impl<'a> Parser<'a> {
                     "CMD" => {
                         let cmd_off = first.off + first.text.len();
                         let cmd_off = cmd_off
-                            + ll.text.get(cmd_off..).map(|s| s.len() - s.trim_start().len()).unwrap_or(0);
+                            + ll.text
+                                .get(cmd_off..)
+                                .map(|s| s.len() - s.trim_start().len())
+                                .unwrap_or(0);
                         let command = self.command(ll, cmd_off, "HEALTHCHECK CMD")?;
                         let dur = |p: &Self, name: &str| -> Result<u64, ParseError> {
                             match p.flag_value(ll, &flags, name)? {
@@ -1231,7 +1288,12 @@ impl<'a> Parser<'a> {
                         let retries = match self.flag_value(ll, &flags, "retries")? {
                             None => 0,
                             Some(v) => v.parse::<u32>().map_err(|_| {
-                                self.err(ll.pos(off), format!("--retries: expected a non-negative integer, found '{v}'"))
+                                self.err(
+                                    ll.pos(off),
+                                    format!(
+                                        "--retries: expected a non-negative integer, found '{v}'"
+                                    ),
+                                )
                             })?,
                         };
                         Instruction::Healthcheck(Health::Check {
@@ -1276,12 +1338,18 @@ impl<'a> Parser<'a> {
                 if !KNOWN_INSTRUCTIONS.contains(&inner_u.as_str()) {
                     return Err(self.err(
                         ll.pos(off),
-                        format!("unknown instruction in ONBUILD: {inner}: expected one of {}", KNOWN_INSTRUCTIONS.join(", ")),
+                        format!(
+                            "unknown instruction in ONBUILD: {inner}: expected one of {}",
+                            KNOWN_INSTRUCTIONS.join(", ")
+                        ),
                     ));
                 }
                 if let Some(c) = after.chars().next() {
                     if !c.is_whitespace() {
-                        return Err(self.err(ll.pos(off + inner.len()), format!("expected whitespace after '{inner}'")));
+                        return Err(self.err(
+                            ll.pos(off + inner.len()),
+                            format!("expected whitespace after '{inner}'"),
+                        ));
                     }
                 }
                 let inner_off = off + (args.len() - after.trim_start().len());
@@ -1338,6 +1406,7 @@ fn csv_fields(s: &str) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1351,7 +1420,12 @@ mod tests {
 
     #[test]
     fn directive_forms() {
-        for l in ["#directive=value", "# directive =value", "#\tdirective= value", "# directive = value"] {
+        for l in [
+            "#directive=value",
+            "# directive =value",
+            "#\tdirective= value",
+            "# directive = value",
+        ] {
             let (_, (k, v)) = directive(l).expect("directive");
             assert_eq!((k, v), ("directive", "value"));
         }
@@ -1359,9 +1433,18 @@ mod tests {
 
     #[test]
     fn heredoc_words() {
-        assert_eq!(heredoc_word("<<EOF").map(|r| r.1).ok(), Some(("", false, "EOF")));
-        assert_eq!(heredoc_word("<<-EOT").map(|r| r.1).ok(), Some(("", true, "EOT")));
-        assert_eq!(heredoc_word("3<<X").map(|r| r.1).ok(), Some(("3", false, "X")));
+        assert_eq!(
+            heredoc_word("<<EOF").map(|r| r.1).ok(),
+            Some(("", false, "EOF"))
+        );
+        assert_eq!(
+            heredoc_word("<<-EOT").map(|r| r.1).ok(),
+            Some(("", true, "EOT"))
+        );
+        assert_eq!(
+            heredoc_word("3<<X").map(|r| r.1).ok(),
+            Some(("3", false, "X"))
+        );
         assert!(heredoc_word("<<<x").is_err());
     }
 }

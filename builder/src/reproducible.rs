@@ -66,12 +66,16 @@ pub fn clamp_mtimes(r: &mut dyn Read, w: &mut dyn Write, epoch: u64) -> io::Resu
         let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
         let n = io::copy(&mut r.take(padded), w)?;
         if n != padded {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated tar entry"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated tar entry",
+            ));
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

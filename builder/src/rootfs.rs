@@ -73,6 +73,19 @@ fn openat2(dirfd: RawFd, rel: &[u8], flags: i32, mode: u32) -> io::Result<OwnedF
     }
 }
 
+/// `fstat` of an open (possibly O_PATH) descriptor.
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid out pointer.
+    let r = unsafe { libc::fstatat(fd, c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) };
+    if r == 0 {
+        Ok(st)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `fstatat` without following a final symlink; `None` if absent.
 pub fn lstat_at(dirfd: RawFd, name: &[u8]) -> io::Result<Option<libc::stat>> {
     let c = cstr(if name.is_empty() { b"." } else { name })?;
@@ -186,7 +199,7 @@ impl Root {
     /// `stat` of `rel`, following symlinks inside the root; `None` if it does not exist.
     pub fn stat(&self, rel: &str) -> io::Result<Option<libc::stat>> {
         match openat2(self.fd(), rel.as_bytes(), libc::O_PATH, 0) {
-            Ok(fd) => lstat_at(fd.as_raw_fd(), b"").map(|s| s),
+            Ok(fd) => fstat(fd.as_raw_fd()).map(Some),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
@@ -196,7 +209,7 @@ impl Root {
     pub fn lstat(&self, rel: &str) -> io::Result<Option<libc::stat>> {
         let rel = rel_in_root(rel);
         if rel.is_empty() {
-            return lstat_at(self.fd(), b"");
+            return fstat(self.fd()).map(Some);
         }
         let (parent, name) = split_parent(&rel);
         match self.open_dir(parent) {
@@ -217,7 +230,12 @@ impl Root {
         }
         for comp in rel.split('/') {
             let c = cstr(comp.as_bytes())?;
-            match openat2(cur.as_raw_fd(), comp.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+            match openat2(
+                cur.as_raw_fd(),
+                comp.as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            ) {
                 Ok(fd) => {
                     cur = fd;
                     continue;
@@ -239,7 +257,12 @@ impl Root {
                     return Err(e);
                 }
             }
-            let next = openat2(cur.as_raw_fd(), comp.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let next = openat2(
+                cur.as_raw_fd(),
+                comp.as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
             if let Some(m) = meta {
                 apply_meta_fd(next.as_raw_fd(), &m, true)?;
             } else {
@@ -256,7 +279,10 @@ impl Root {
         let rel = rel_in_root(rel);
         let (parent, name) = split_parent(&rel);
         if name.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot write the root as a file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot write the root as a file",
+            ));
         }
         let dir = self.mkdir_all(parent, None)?;
         write_file_at(dir.as_raw_fd(), name.as_bytes(), content, meta)
@@ -300,8 +326,14 @@ fn apply_meta_fd(fd: RawFd, m: &Meta, _dir: bool) -> io::Result<()> {
     check(unsafe { libc::fchmod(fd, m.mode as libc::mode_t) })?;
     if let Some((s, ns)) = m.mtime {
         let ts = [
-            libc::timespec { tv_sec: s, tv_nsec: ns },
-            libc::timespec { tv_sec: s, tv_nsec: ns },
+            libc::timespec {
+                tv_sec: s,
+                tv_nsec: ns,
+            },
+            libc::timespec {
+                tv_sec: s,
+                tv_nsec: ns,
+            },
         ];
         // SAFETY: valid fd and a two-element timespec array.
         check(unsafe { libc::futimens(fd, ts.as_ptr()) })?;
@@ -310,7 +342,12 @@ fn apply_meta_fd(fd: RawFd, m: &Meta, _dir: bool) -> io::Result<()> {
 }
 
 /// Create regular file `name` in `dirfd` with `content` and `meta`.
-pub fn write_file_at(dirfd: RawFd, name: &[u8], content: &mut dyn Read, meta: &Meta) -> io::Result<()> {
+pub fn write_file_at(
+    dirfd: RawFd,
+    name: &[u8],
+    content: &mut dyn Read,
+    meta: &Meta,
+) -> io::Result<()> {
     unlink_nondir(dirfd, name, "file")?;
     let c = cstr(name)?;
     // SAFETY: valid fd and name; O_EXCL|O_NOFOLLOW so nothing pre-existing is followed.
@@ -340,14 +377,30 @@ pub fn symlink_at(dirfd: RawFd, name: &[u8], target: &[u8], meta: &Meta) -> io::
     // SAFETY: valid fd and names.
     check(unsafe { libc::symlinkat(t.as_ptr(), dirfd, c.as_ptr()) })?;
     // SAFETY: valid fd and name; never follows the link.
-    check(unsafe { libc::fchownat(dirfd, c.as_ptr(), meta.uid, meta.gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    check(unsafe {
+        libc::fchownat(
+            dirfd,
+            c.as_ptr(),
+            meta.uid,
+            meta.gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
     if let Some((s, ns)) = meta.mtime {
         let ts = [
-            libc::timespec { tv_sec: s, tv_nsec: ns },
-            libc::timespec { tv_sec: s, tv_nsec: ns },
+            libc::timespec {
+                tv_sec: s,
+                tv_nsec: ns,
+            },
+            libc::timespec {
+                tv_sec: s,
+                tv_nsec: ns,
+            },
         ];
         // SAFETY: valid fd, name and timespec array.
-        check(unsafe { libc::utimensat(dirfd, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+        check(unsafe {
+            libc::utimensat(dirfd, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        })?;
     }
     Ok(())
 }
@@ -448,7 +501,9 @@ pub fn list_dir(fd: RawFd) -> io::Result<Vec<Vec<u8>>> {
             break;
         }
         // SAFETY: d_name is NUL-terminated.
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes().to_vec();
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }
+            .to_bytes()
+            .to_vec();
         if name != b"." && name != b".." {
             out.push(name);
         }
@@ -470,6 +525,7 @@ pub fn os(n: &[u8]) -> &OsStr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -256,6 +256,7 @@ pub fn run_env(env: &[String], args: &ArgScope, cli: &BuildArgs) -> Vec<String> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -319,8 +320,14 @@ mod tests {
         ]);
         let e = Expander::default();
         let mut s = ArgScope::default();
-        s.declare(&[kv("X", None), kv("Y", Some("y"))], &e, &[], None, &mut cli)
-            .unwrap();
+        s.declare(
+            &[kv("X", None), kv("Y", Some("y"))],
+            &e,
+            &[],
+            None,
+            &mut cli,
+        )
+        .unwrap();
         let env = run_env(&["X=envx".to_string()], &s, &cli);
         assert_eq!(env, vec!["X=envx", "Y=y", "HTTP_PROXY=http://p"]);
         assert!(cli.unused().is_empty());

@@ -2,6 +2,8 @@
 //! instructions in `fixtures/NAME.json`; each `fixtures/errors/NAME.Dockerfile` fails with the
 //! message in `fixtures/errors/NAME.err`. Set `UPDATE_GOLDEN=1` to rewrite the expectations.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +45,10 @@ fn golden_parses() {
         }
         match fs::read_to_string(&golden) {
             Ok(want) if want == got => {}
-            Ok(_) => failures.push(format!("{name}: output differs from {}:\n{got}", golden.display())),
+            Ok(_) => failures.push(format!(
+                "{name}: output differs from {}:\n{got}",
+                golden.display()
+            )),
             Err(_) => failures.push(format!("{name}: missing {}", golden.display())),
         }
     }
@@ -64,7 +69,10 @@ fn golden_errors() {
             }
             Err(e) => format!("{e}\n"),
         };
-        assert!(got.starts_with(&format!("{name}:")), "error must name the file: {got}");
+        assert!(
+            got.starts_with(&format!("{name}:")),
+            "error must name the file: {got}"
+        );
         let golden = f.with_extension("err");
         if update() {
             fs::write(&golden, &got).unwrap();

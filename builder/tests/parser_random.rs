@@ -1,6 +1,8 @@
 //! Random-input robustness test that runs in plain `cargo test` (the cargo-fuzz target in
 //! fuzz/ runs the same `exercise` function much longer): the front end must never panic.
 
+#![allow(clippy::unwrap_used)]
+
 /// Small deterministic xorshift generator, so failures are reproducible from the seed.
 struct Rng(u64);
 
@@ -19,12 +21,69 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    "FROM ", "RUN ", "COPY ", "ADD ", "ENV ", "ARG ", "LABEL ", "ONBUILD ", "HEALTHCHECK ",
-    "SHELL ", "CMD ", "EXPOSE ", "VOLUME ", "WORKDIR ", "USER ", "# escape=`\n", "# syntax=x\n",
-    "\\\n", "`\n", "\n", " ", "\t", "\"", "'", "$", "${", "}", ":-", ":+", "#", "%", "/", "//",
-    "<<EOF", "<<-EOF", "<<'EOF'", "EOF\n", "\tEOF\n", "--mount=", "type=cache,target=/x",
-    "--from=", "--chown=", "--", "=", "[", "]", "[\"a\",\"b\"]", ",", "*", "**", "?", "[a-", "!",
-    "NONE", "CMD", "AS ", "x", "é", "\u{feff}", "\r\n", "--interval=", "5m", "1.5s",
+    "FROM ",
+    "RUN ",
+    "COPY ",
+    "ADD ",
+    "ENV ",
+    "ARG ",
+    "LABEL ",
+    "ONBUILD ",
+    "HEALTHCHECK ",
+    "SHELL ",
+    "CMD ",
+    "EXPOSE ",
+    "VOLUME ",
+    "WORKDIR ",
+    "USER ",
+    "# escape=`\n",
+    "# syntax=x\n",
+    "\\\n",
+    "`\n",
+    "\n",
+    " ",
+    "\t",
+    "\"",
+    "'",
+    "$",
+    "${",
+    "}",
+    ":-",
+    ":+",
+    "#",
+    "%",
+    "/",
+    "//",
+    "<<EOF",
+    "<<-EOF",
+    "<<'EOF'",
+    "EOF\n",
+    "\tEOF\n",
+    "--mount=",
+    "type=cache,target=/x",
+    "--from=",
+    "--chown=",
+    "--",
+    "=",
+    "[",
+    "]",
+    "[\"a\",\"b\"]",
+    ",",
+    "*",
+    "**",
+    "?",
+    "[a-",
+    "!",
+    "NONE",
+    "CMD",
+    "AS ",
+    "x",
+    "é",
+    "\u{feff}",
+    "\r\n",
+    "--interval=",
+    "5m",
+    "1.5s",
 ];
 
 #[test]
@@ -34,7 +93,7 @@ fn random_inputs_never_panic() {
         let n = (rng.next() % 40) as usize;
         let mut s = String::new();
         for _ in 0..n {
-            if rng.next() % 8 == 0 {
+            if rng.next().is_multiple_of(8) {
                 let c = char::from_u32((rng.next() % 0x250) as u32).unwrap_or('x');
                 s.push(c);
             } else {

@@ -329,12 +329,16 @@ impl Runtime {
         }
     }
 
-    /// The leak scope for container `id` of this runtime: its cgroups, its state dir, and `dirs`.
+    /// The leak scope for container `id` of this runtime: its cgroups, its state dir (must be gone, nothing
+    /// mounted there), and `dirs` (nothing mounted below, no process using them).
     pub fn leak_scope(&self, id: &str, dirs: &[&Path]) -> leaks::Scope {
+        let state = self.root().join(id);
+        let mut all: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+        all.push(state.clone());
         leaks::Scope {
             ids: vec![id.to_string()],
-            dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
-            gone: vec![self.root().join(id)],
+            dirs: all,
+            gone: vec![state],
         }
     }
 
@@ -861,7 +865,8 @@ pub fn compare<T: PartialEq + fmt::Debug>(observe: impl Fn(&Runtime) -> T) {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&rt))) {
             Ok(got) if got == expected => {}
             Ok(got) => failed.push(format!(
-                "{kind} differs from runc:\n  runc: {expected:?}\n  {kind}: {got:?}"
+                "{kind} differs from runc (- runc, + {kind}):\n{}",
+                line_diff(&format!("{expected:#?}"), &format!("{got:#?}"))
             )),
             Err(p) => failed.push(format!("{kind}: {}", panic_message(p.as_ref()))),
         }
@@ -871,4 +876,62 @@ pub fn compare<T: PartialEq + fmt::Debug>(observe: impl Fn(&Runtime) -> T) {
         "differential check failed:\n{}",
         failed.join("\n---\n")
     );
+}
+
+/// A minimal line diff (LCS) of two texts: differing lines prefixed `-`/`+`, with one line of context.
+fn line_diff(a: &str, b: &str) -> String {
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    if a.len() * b.len() > 16_000_000 {
+        return format!(
+            "(too long to diff)\n--- runc ---\n{}\n--- other ---\n{}",
+            a.join("\n"),
+            b.join("\n")
+        );
+    }
+    // lcs[i][j] = LCS length of a[i..] and b[j..]
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            ops.push(('+', b[j]));
+            j += 1;
+        } else {
+            ops.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    let near = |k: usize| {
+        ops[k.saturating_sub(1)..(k + 2).min(ops.len())]
+            .iter()
+            .any(|o| o.0 != ' ')
+    };
+    let mut out = String::new();
+    let mut skipped = false;
+    for (k, (op, line)) in ops.iter().enumerate() {
+        if *op != ' ' || near(k) {
+            if skipped {
+                out.push_str("  ...\n");
+                skipped = false;
+            }
+            out.push_str(&format!("{op} {line}\n"));
+        } else {
+            skipped = true;
+        }
+    }
+    out
 }

@@ -5,8 +5,8 @@
 
 mod containerd_fixture;
 
-use containerd_fixture::{available, Containerd, IMAGE, RUNC_SHIM, SKIFF_SHIM};
 use conformance::{bins, unique_name};
+use containerd_fixture::{available, Containerd, IMAGE, RUNC_SHIM, SKIFF_SHIM};
 
 /// How a container gets run: containerd runtime name plus extra `ctr run` flags.
 #[derive(Clone)]
@@ -33,7 +33,10 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
 
     // 1. ctr run --rm: output and exit code propagation.
     let id = unique_name("rm");
-    let out = cd.ctr(&run_args(s, &["--rm", IMAGE, &id, "sh", "-c", "echo hello; exit 3"]));
+    let out = cd.ctr(&run_args(
+        s,
+        &["--rm", IMAGE, &id, "sh", "-c", "echo hello; exit 3"],
+    ));
     fact("run --rm stdout", out.stdout.trim().to_string());
     fact("run --rm exit", out.code.to_string());
     fact("run --rm leftover", cd.task_status(&id));
@@ -52,14 +55,44 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
     let out = cd.ctr(&run_args(s, &["-d", IMAGE, &id, "sleep", "1000"]));
     fact("run -d exit", out.code.to_string());
     fact("run -d status", cd.task_status(&id));
-    let out = cd.ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "echo in-exec; exit 5"]);
+    let out = cd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "echo in-exec; exit 5",
+    ]);
     fact("exec stdout", out.stdout.trim().to_string());
     fact("exec exit", out.code.to_string());
     let _ = cd.ctr(&["task", "exec", "-d", "--exec-id", "e2", &id, "sleep", "100"]);
     let out = cd.ctr(&["task", "ps", &id]);
-    let rows = out.stdout.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+    let rows = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count();
     fact("ps exit", out.code.to_string());
     fact("ps rows", rows.to_string());
+    let out = cd.ctr_tty(&[
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "et",
+        &id,
+        "sh",
+        "-c",
+        "tty; exit 6",
+    ]);
+    fact("exec tty exit", out.code.to_string());
+    fact(
+        "exec tty sees /dev/pts",
+        out.stdout.contains("/dev/pts/").to_string(),
+    );
     let out = cd.ctr(&["task", "pause", &id]);
     fact("pause exit", out.code.to_string());
     fact("paused status", cd.task_status(&id));
@@ -78,7 +111,10 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
     );
     let out = cd.ctr(&["task", "kill", "-s", "KILL", &id]);
     fact("kill exit", out.code.to_string());
-    fact("stopped after kill", cd.wait_status(&id, "STOPPED").to_string());
+    fact(
+        "stopped after kill",
+        cd.wait_status(&id, "STOPPED").to_string(),
+    );
     let out = cd.ctr(&["task", "delete", &id]);
     fact("task delete exit", out.code.to_string());
     let out = cd.ctr(&["containers", "rm", &id]);
@@ -89,12 +125,18 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
     let _ = cd.ctr(&run_args(s, &["-d", IMAGE, &id, "sleep", "1000"]));
     let out = cd.ctr(&["task", "kill", "-a", "-s", "KILL", &id]);
     fact("kill --all exit", out.code.to_string());
-    fact("stopped after kill --all", cd.wait_status(&id, "STOPPED").to_string());
+    fact(
+        "stopped after kill --all",
+        cd.wait_status(&id, "STOPPED").to_string(),
+    );
     cd.remove(&id);
 
     // 5. a terminal container through a pty.
     let id = unique_name("t");
-    let out = cd.ctr_tty(&run_args(s, &["--rm", "-t", IMAGE, &id, "sh", "-c", "tty; exit 7"]));
+    let out = cd.ctr_tty(&run_args(
+        s,
+        &["--rm", "-t", IMAGE, &id, "sh", "-c", "tty; exit 7"],
+    ));
     fact("tty exit", out.code.to_string());
     fact(
         "tty sees /dev/pts",
@@ -105,7 +147,15 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
     let id = unique_name("m");
     let _ = cd.ctr(&run_args(
         s,
-        &["-d", "--memory-limit", "33554432", IMAGE, &id, "sleep", "1000"],
+        &[
+            "-d",
+            "--memory-limit",
+            "33554432",
+            IMAGE,
+            &id,
+            "sleep",
+            "1000",
+        ],
     ));
     let out = cd.ctr(&["task", "metrics", &id]);
     let limit = out
@@ -123,13 +173,19 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
 fn compare(cd: &Containerd, under_test: &Setup, reference: &Setup) {
     let got = scenarios(cd, under_test);
     let want = scenarios(cd, reference);
-    eprintln!("{:<28} | {:<30} | {}", "fact", under_test.label, reference.label);
+    eprintln!(
+        "{:<28} | {:<30} | {}",
+        "fact", under_test.label, reference.label
+    );
     let mut diffs = Vec::new();
     for ((k, a), (_, b)) in got.iter().zip(want.iter()) {
         let mark = if a == b { " " } else { "!" };
         eprintln!("{mark}{k:<27} | {a:<30} | {b}");
         if a != b {
-            diffs.push(format!("{k}: {} gave {a:?}, {} gave {b:?}", under_test.label, reference.label));
+            diffs.push(format!(
+                "{k}: {} gave {a:?}, {} gave {b:?}",
+                under_test.label, reference.label
+            ));
         }
     }
     assert!(
@@ -282,7 +338,16 @@ fn containerd_skiff_shim_events_and_grouping() {
     let stream = events_stream(&cd);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let id = unique_name("ev");
-    let out = cd.ctr(&["run", "-d", "--runtime", SKIFF_SHIM, IMAGE, &id, "sleep", "1000"]);
+    let out = cd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_SHIM,
+        IMAGE,
+        &id,
+        "sleep",
+        "1000",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = cd.ctr(&["task", "exec", "--exec-id", "x1", &id, "true"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -292,7 +357,16 @@ fn containerd_skiff_shim_events_and_grouping() {
     // OOM: a tiny memory limit and a process that allocates past it.
     let oom = unique_name("oom");
     let out = cd.ctr(&[
-        "run", "--rm", "--runtime", SKIFF_SHIM, "--memory-limit", "8388608", IMAGE, &oom, "sh", "-c",
+        "run",
+        "--rm",
+        "--runtime",
+        SKIFF_SHIM,
+        "--memory-limit",
+        "8388608",
+        IMAGE,
+        &oom,
+        "sh",
+        "-c",
         "x=a; while true; do x=$x$x; done",
     ]);
     eprintln!("oom run: {out:?}");
@@ -318,17 +392,32 @@ fn containerd_skiff_shim_events_and_grouping() {
     let b = unique_name("gb");
     for id in [&a, &b] {
         let out = cd.ctr(&[
-            "run", "-d", "--runtime", SKIFF_SHIM, "--annotation", "io.containerd.runc.v2.group=g1",
-            IMAGE, id, "sleep", "1000",
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_SHIM,
+            "--annotation",
+            "io.containerd.runc.v2.group=g1",
+            IMAGE,
+            id,
+            "sleep",
+            "1000",
         ]);
         assert_eq!(out.code, 0, "{out:?}");
     }
     let shims = cd.shim_pids();
-    assert_eq!(shims.len(), 1, "expected one shim for the group, found {shims:?}");
+    assert_eq!(
+        shims.len(),
+        1,
+        "expected one shim for the group, found {shims:?}"
+    );
     cd.remove(&a);
     // The shim stays for the remaining container and still serves it.
     assert_eq!(cd.task_status(&b), "RUNNING");
-    assert_eq!(cd.ctr(&["task", "exec", "--exec-id", "y", &b, "true"]).code, 0);
+    assert_eq!(
+        cd.ctr(&["task", "exec", "--exec-id", "y", &b, "true"]).code,
+        0
+    );
     cd.remove(&b);
     let mut gone = false;
     for _ in 0..50 {
@@ -338,5 +427,8 @@ fn containerd_skiff_shim_events_and_grouping() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(gone, "shim did not exit after its last container was deleted");
+    assert!(
+        gone,
+        "shim did not exit after its last container was deleted"
+    );
 }

@@ -5,8 +5,8 @@ mod containerd_fixture;
 
 use std::{fs, path::Path, thread, time::Duration};
 
-use containerd_fixture::{available, Containerd, IMAGE, SKIFF_SHIM};
 use conformance::{bins, unique_name};
+use containerd_fixture::{available, Containerd, IMAGE, SKIFF_SHIM};
 
 fn count_dir(p: &Path) -> usize {
     fs::read_dir(p).map(|r| r.count()).unwrap_or(0)
@@ -17,7 +17,9 @@ fn zombies_of(pid: i32) -> Vec<i32> {
     let mut z = Vec::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             // Fields after the ")" of the command name: state ppid ...
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
@@ -68,9 +70,16 @@ fn containerd_skiff_shim_no_leaks_over_many_cycles() {
         return;
     };
     let rt = bins::skiff().unwrap_or(runc);
-    let rt_name = rt.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let rt_name = rt
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let rt_s = rt.to_string_lossy().into_owned();
-    let cycles: usize = if std::env::var_os("CI").is_some() { 100 } else { 20 };
+    let cycles: usize = if std::env::var_os("CI").is_some() {
+        100
+    } else {
+        20
+    };
     let cd = match Containerd::start("shleak", &shim, &[("SKIFF_SHIM_RUNTIME", &rt_s)]) {
         Ok(cd) => cd,
         Err(e) => panic!("{e}"),
@@ -81,17 +90,47 @@ fn containerd_skiff_shim_no_leaks_over_many_cycles() {
     let state_dir = Path::new("/run/containerd").join(&rt_name).join(&cd.ns);
 
     let long = unique_name("long");
-    let out = cd.ctr(&["run", "-d", "--fifo-dir", &fifo_s, "--runtime", SKIFF_SHIM, IMAGE, &long, "sleep", "100000"]);
+    let out = cd.ctr(&[
+        "run",
+        "-d",
+        "--fifo-dir",
+        &fifo_s,
+        "--runtime",
+        SKIFF_SHIM,
+        IMAGE,
+        &long,
+        "sleep",
+        "100000",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     let shims = cd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
     let shim_pid = shims[0];
     // Warm up (thread pools, lazily opened files), then measure.
     let cycle = |n: usize| {
-        let out = cd.ctr(&["task", "exec", "--fifo-dir", &fifo_s, "--exec-id", &format!("e{n}"), &long, "true"]);
+        let out = cd.ctr(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &fifo_s,
+            "--exec-id",
+            &format!("e{n}"),
+            &long,
+            "true",
+        ]);
         assert_eq!(out.code, 0, "exec cycle {n}: {out:?}");
         let id = unique_name("c");
-        let out = cd.ctr(&["run", "--rm", "--fifo-dir", &fifo_s, "--runtime", SKIFF_SHIM, IMAGE, &id, "true"]);
+        let out = cd.ctr(&[
+            "run",
+            "--rm",
+            "--fifo-dir",
+            &fifo_s,
+            "--runtime",
+            SKIFF_SHIM,
+            IMAGE,
+            &id,
+            "true",
+        ]);
         assert_eq!(out.code, 0, "run cycle {n}: {out:?}");
     };
     for n in 0..3 {
@@ -118,12 +157,21 @@ fn containerd_skiff_shim_no_leaks_over_many_cycles() {
         after = snapshot(&cd, shim_pid, &fifo_dir, &state_dir);
     }
     eprintln!("{cycles} cycles ({rt_name}): before {before:?}\n after {after:?}");
-    assert!(after.shim_fds <= before.shim_fds, "shim fds grew: {before:?} -> {after:?}");
+    assert!(
+        after.shim_fds <= before.shim_fds,
+        "shim fds grew: {before:?} -> {after:?}"
+    );
     // ttrpc's worker pool may hold a couple of extra idle threads; a per-cycle leak would not fit.
-    assert!(after.shim_threads <= before.shim_threads + 2, "shim threads grew: {before:?} -> {after:?}");
+    assert!(
+        after.shim_threads <= before.shim_threads + 2,
+        "shim threads grew: {before:?} -> {after:?}"
+    );
     assert_eq!(after.shims, before.shims, "shim processes left behind");
     assert_eq!(after.mounts, before.mounts, "mounts left behind");
     assert_eq!(after.fifos, before.fifos, "fifos left behind");
-    assert_eq!(after.runtime_state, before.runtime_state, "runtime state left behind");
+    assert_eq!(
+        after.runtime_state, before.runtime_state,
+        "runtime state left behind"
+    );
     assert_eq!(after.zombies, 0, "unreaped children of the shim");
 }

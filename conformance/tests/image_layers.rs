@@ -28,22 +28,68 @@ fn check_case_with(name: &str, tars: Vec<Vec<u8>>, compare_overlay: bool, compar
     let store = t.join("store");
     let oref = format!("oci:{}:latest", layout.display());
     let copy = t.join("copy");
-    ok(&si(&store, &["unpack", &oref, copy.to_str().unwrap_or_default(), "--mode", "copy"]), "unpack copy");
+    ok(
+        &si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                copy.to_str().unwrap_or_default(),
+                "--mode",
+                "copy",
+            ],
+        ),
+        "unpack copy",
+    );
     let copy_tree = capture(&copy.join("rootfs"), true);
     assert!(!copy_tree.nodes.is_empty(), "{name}: copy rootfs is empty");
     if compare_overlay {
         let ov = t.join("overlay");
-        ok(&si(&store, &["unpack", &oref, ov.to_str().unwrap_or_default(), "--mode", "overlay"]), "unpack overlay");
+        ok(
+            &si(
+                &store,
+                &[
+                    "unpack",
+                    &oref,
+                    ov.to_str().unwrap_or_default(),
+                    "--mode",
+                    "overlay",
+                ],
+            ),
+            "unpack overlay",
+        );
         let ov_tree = capture(&ov.join("rootfs"), true);
         let d = diff_trees(&copy_tree, &ov_tree, "copy", "overlay");
-        ok(&si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]), "rm-bundle");
-        assert!(d.is_empty(), "{name}: copy and overlay differ:\n{}", d.join("\n"));
+        ok(
+            &si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert!(
+            d.is_empty(),
+            "{name}: copy and overlay differ:\n{}",
+            d.join("\n")
+        );
         // Second bundle from the cached layers must work too.
         let ov2 = t.join("overlay2");
-        ok(&si(&store, &["unpack", &oref, ov2.to_str().unwrap_or_default()]), "unpack overlay (cached)");
-        let d2 = diff_trees(&copy_tree, &capture(&ov2.join("rootfs"), true), "copy", "overlay-cached");
-        ok(&si(&store, &["rm-bundle", ov2.to_str().unwrap_or_default()]), "rm-bundle");
-        assert!(d2.is_empty(), "{name}: copy and cached overlay differ:\n{}", d2.join("\n"));
+        ok(
+            &si(&store, &["unpack", &oref, ov2.to_str().unwrap_or_default()]),
+            "unpack overlay (cached)",
+        );
+        let d2 = diff_trees(
+            &copy_tree,
+            &capture(&ov2.join("rootfs"), true),
+            "copy",
+            "overlay-cached",
+        );
+        ok(
+            &si(&store, &["rm-bundle", ov2.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert!(
+            d2.is_empty(),
+            "{name}: copy and cached overlay differ:\n{}",
+            d2.join("\n")
+        );
     }
     if !compare_umoci {
         return;
@@ -60,8 +106,17 @@ fn check_case_with(name: &str, tars: Vec<Vec<u8>>, compare_overlay: bool, compar
         .output()
         .expect("umoci");
     ok(&o, "umoci unpack");
-    let d = diff_trees(&copy_tree, &capture(&ub.join("rootfs"), true), "skiff-image", "umoci");
-    assert!(d.is_empty(), "{name}: skiff-image and umoci differ:\n{}", d.join("\n"));
+    let d = diff_trees(
+        &copy_tree,
+        &capture(&ub.join("rootfs"), true),
+        "skiff-image",
+        "umoci",
+    );
+    assert!(
+        d.is_empty(),
+        "{name}: skiff-image and umoci differ:\n{}",
+        d.join("\n")
+    );
 }
 
 fn basic() -> Vec<Vec<u8>> {
@@ -82,7 +137,10 @@ fn basic() -> Vec<Vec<u8>> {
         .dev("null", EntryType::Char, 1, 3, 0o666)
         .dev("loop9", EntryType::Block, 7, 9, 0o660)
         .dev("fifo", EntryType::Fifo, 0, 0, 0o600)
-        .pax(&[("SCHILY.xattr.user.comment", b"hello"), ("SCHILY.xattr.security.capability", &cap_net_bind())])
+        .pax(&[
+            ("SCHILY.xattr.user.comment", b"hello"),
+            ("SCHILY.xattr.security.capability", &cap_net_bind()),
+        ])
         .file("capbin", 0o755, b"pretend binary")
         .dir(&long_dir, 0o755)
         .file(&long_name, 0o644, b"long name via GNU longname")
@@ -112,7 +170,10 @@ fn whiteouts() -> Vec<Vec<u8>> {
             .whiteout("", "never-existed")
             .file("a/f3", 0o644, b"3")
             .finish(),
-        Layer::new().dir("b", 0o711).file("b/again", 0o644, b"recreated").finish(),
+        Layer::new()
+            .dir("b", 0o711)
+            .file("b/again", 0o644, b"recreated")
+            .finish(),
     ]
 }
 
@@ -138,7 +199,12 @@ fn opaque() -> Vec<Vec<u8>> {
 
 fn opaque_marker_last() -> Vec<Vec<u8>> {
     vec![
-        Layer::new().dir("d", 0o755).file("d/old", 0o644, b"old").dir("d/s", 0o755).file("d/s/old2", 0o644, b"o").finish(),
+        Layer::new()
+            .dir("d", 0o755)
+            .file("d/old", 0o644, b"old")
+            .dir("d/s", 0o755)
+            .file("d/s/old2", 0o644, b"o")
+            .finish(),
         Layer::new()
             .dir("d", 0o755)
             .dir("d/s", 0o755)
@@ -158,10 +224,18 @@ fn hardlinks() -> Vec<Vec<u8>> {
             .hardlink("h/l2", "h/l1")
             .file("h/gone", 0o644, b"whited out by the next layer")
             .hardlink("h/survivor", "h/gone")
-            .file("h/same-layer", 0o644, b"a whiteout in the same layer does not apply")
+            .file(
+                "h/same-layer",
+                0o644,
+                b"a whiteout in the same layer does not apply",
+            )
             .whiteout("h", "same-layer")
             .finish(),
-        Layer::new().dir("h", 0o755).whiteout("h", "orig").whiteout("h", "gone").finish(),
+        Layer::new()
+            .dir("h", 0o755)
+            .whiteout("h", "orig")
+            .whiteout("h", "gone")
+            .finish(),
     ]
 }
 
@@ -199,7 +273,12 @@ fn pax_long() -> Vec<Vec<u8>> {
     let target = "t".repeat(300);
     vec![Layer::new()
         .dir(&"p".repeat(120), 0o755)
-        .pax(&[("path", long.as_bytes()), ("uid", b"70000"), ("gid", b"70001"), ("mtime", b"1500000000.5")])
+        .pax(&[
+            ("path", long.as_bytes()),
+            ("uid", b"70000"),
+            ("gid", b"70001"),
+            ("mtime", b"1500000000.5"),
+        ])
         .file("placeholder-replaced-by-pax", 0o644, b"pax named")
         .pax(&[("path", b"paxlink"), ("linkpath", target.as_bytes())])
         .symlink("placeholder2", "short")
@@ -218,8 +297,13 @@ fn dir_mtimes_and_root() -> Vec<Vec<u8>> {
 
 fn symlink_from_lower_layer() -> Vec<Vec<u8>> {
     vec![
-        Layer::new().dir("real", 0o755).symlink("lnk", "real").finish(),
-        Layer::new().file("lnk/through-lower-symlink", 0o644, b"goes to real/").finish(),
+        Layer::new()
+            .dir("real", 0o755)
+            .symlink("lnk", "real")
+            .finish(),
+        Layer::new()
+            .file("lnk/through-lower-symlink", 0o644, b"goes to real/")
+            .finish(),
     ]
 }
 
@@ -303,7 +387,19 @@ fn layer_sparse_file() {
     let layout = t2.join("layout");
     layout_from_tars(&layout, &[tar_bytes]);
     let b = t2.join("b");
-    ok(&si(&t2.join("store"), &["unpack", &format!("oci:{}:latest", layout.display()), b.to_str().unwrap_or_default(), "--mode", "copy"]), "unpack");
+    ok(
+        &si(
+            &t2.join("store"),
+            &[
+                "unpack",
+                &format!("oci:{}:latest", layout.display()),
+                b.to_str().unwrap_or_default(),
+                "--mode",
+                "copy",
+            ],
+        ),
+        "unpack",
+    );
     let out = b.join("rootfs/sparse");
     let data = std::fs::read(&out).expect("read sparse");
     assert_eq!(data.len(), 16 << 20);
@@ -311,7 +407,10 @@ fn layer_sparse_file() {
     assert_eq!(&data[8 << 20..(8 << 20) + 6], b"middle");
     use std::os::unix::fs::MetadataExt;
     let blocks = std::fs::metadata(&out).expect("stat").blocks();
-    assert!(blocks * 512 < 4 << 20, "sparse file was written densely ({blocks} blocks)");
+    assert!(
+        blocks * 512 < 4 << 20,
+        "sparse file was written densely ({blocks} blocks)"
+    );
 }
 
 // ---------------- hostile layers ----------------
@@ -334,41 +433,86 @@ fn check_hostile(name: &str, tars: Vec<Vec<u8>>, expect: &str) {
         let bundle = outside.join("deep/bundle");
         std::fs::create_dir_all(outside.join("deep")).expect("deep");
         let before = list_all(&t.path);
-        let o = si(&store, &["unpack", &oref, bundle.to_str().unwrap_or_default(), "--mode", mode]);
+        let o = si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                bundle.to_str().unwrap_or_default(),
+                "--mode",
+                mode,
+            ],
+        );
         assert!(!o.status.success(), "hostile {name} ({mode}) was accepted");
         let err = stderr(&o);
         assert!(
             err.to_lowercase().contains(&expect.to_lowercase()),
             "hostile {name} ({mode}): error does not mention {expect:?}: {err}"
         );
-        assert!(!bundle.exists(), "hostile {name} ({mode}): bundle left behind");
-        assert!(list_all(&canary).is_empty(), "hostile {name} ({mode}): wrote into canary dir");
+        assert!(
+            !bundle.exists(),
+            "hostile {name} ({mode}): bundle left behind"
+        );
+        assert!(
+            list_all(&canary).is_empty(),
+            "hostile {name} ({mode}): wrote into canary dir"
+        );
         let mut after = list_all(&t.path);
         // The store may have gained the imported blobs, nothing else.
         after.retain(|p| !p.starts_with("store"));
         let mut before_ns = before.clone();
         before_ns.retain(|p| !p.starts_with("store"));
-        assert_eq!(before_ns, after, "hostile {name} ({mode}): files appeared outside the store");
+        assert_eq!(
+            before_ns, after,
+            "hostile {name} ({mode}): files appeared outside the store"
+        );
         let cache = store.join("layers");
-        let leftovers: Vec<String> = list_all(&cache).into_iter().filter(|p| p.starts_with(".extract")).collect();
-        assert!(leftovers.is_empty(), "hostile {name} ({mode}): partial cached layer left: {leftovers:?}");
+        let leftovers: Vec<String> = list_all(&cache)
+            .into_iter()
+            .filter(|p| p.starts_with(".extract"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "hostile {name} ({mode}): partial cached layer left: {leftovers:?}"
+        );
         umount_below(&t.path);
     }
     // Nothing escaped to well-known places either.
-    assert!(!Path::new("/tmp/skiff-pwned").exists(), "escape reached /tmp/skiff-pwned");
+    assert!(
+        !Path::new("/tmp/skiff-pwned").exists(),
+        "escape reached /tmp/skiff-pwned"
+    );
 }
 
 #[test]
 fn hostile_dotdot() {
-    check_hostile("dotdot", vec![Layer::new().raw(b"../../canary/pwned", EntryType::Regular, None, b"x").finish()], "..");
+    check_hostile(
+        "dotdot",
+        vec![Layer::new()
+            .raw(b"../../canary/pwned", EntryType::Regular, None, b"x")
+            .finish()],
+        "..",
+    );
 }
 #[test]
 fn hostile_dotdot_inside() {
-    check_hostile("dotdot-inside", vec![Layer::new().raw(b"a/../../pwned", EntryType::Regular, None, b"x").finish()], "..");
+    check_hostile(
+        "dotdot-inside",
+        vec![Layer::new()
+            .raw(b"a/../../pwned", EntryType::Regular, None, b"x")
+            .finish()],
+        "..",
+    );
 }
 #[test]
 fn hostile_absolute() {
-    check_hostile("absolute", vec![Layer::new().raw(b"/tmp/skiff-pwned", EntryType::Regular, None, b"x").finish()], "absolute");
+    check_hostile(
+        "absolute",
+        vec![Layer::new()
+            .raw(b"/tmp/skiff-pwned", EntryType::Regular, None, b"x")
+            .finish()],
+        "absolute",
+    );
 }
 #[test]
 fn hostile_symlink_then_write_through() {
@@ -380,7 +524,10 @@ fn hostile_symlink_then_write_through() {
     check_hostile("symlink-write", tars, "symlink");
     let leaked = list_all(Path::new("/tmp/skiff-pwned-dir"));
     let _ = std::fs::remove_dir("/tmp/skiff-pwned-dir");
-    assert!(leaked.is_empty(), "wrote through a planted symlink: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "wrote through a planted symlink: {leaked:?}"
+    );
 }
 #[test]
 fn hostile_relative_symlink_escape() {
@@ -393,17 +540,25 @@ fn hostile_relative_symlink_escape() {
 #[test]
 fn hostile_symlink_dir_chain() {
     // A symlink planted to a directory inside the rootfs is still refused as a path component.
-    let tars = vec![Layer::new().dir("d", 0o755).symlink("s", "d").raw(b"s/f", EntryType::Regular, None, b"x").finish()];
+    let tars = vec![Layer::new()
+        .dir("d", 0o755)
+        .symlink("s", "d")
+        .raw(b"s/f", EntryType::Regular, None, b"x")
+        .finish()];
     check_hostile("symlink-chain", tars, "symlink");
 }
 #[test]
 fn hostile_hardlink_outside() {
-    let tars = vec![Layer::new().raw(b"hl", EntryType::Link, Some(b"../../../../etc/passwd"), b"").finish()];
+    let tars = vec![Layer::new()
+        .raw(b"hl", EntryType::Link, Some(b"../../../../etc/passwd"), b"")
+        .finish()];
     check_hostile("hardlink-out", tars, "outside");
 }
 #[test]
 fn hostile_hardlink_absolute() {
-    let tars = vec![Layer::new().raw(b"hl", EntryType::Link, Some(b"/etc/passwd"), b"").finish()];
+    let tars = vec![Layer::new()
+        .raw(b"hl", EntryType::Link, Some(b"/etc/passwd"), b"")
+        .finish()];
     check_hostile("hardlink-abs", tars, "outside");
 }
 #[test]
@@ -418,13 +573,17 @@ fn hostile_hardlink_through_symlink() {
 fn hostile_whiteout_dotdot() {
     let tars = vec![
         Layer::new().file("f", 0o644, b"x").finish(),
-        Layer::new().raw(b"a/.wh..", EntryType::Regular, None, b"").finish(),
+        Layer::new()
+            .raw(b"a/.wh..", EntryType::Regular, None, b"")
+            .finish(),
     ];
     check_hostile("whiteout-dotdot", tars, "whiteout");
 }
 #[test]
 fn hostile_whiteout_path_escape() {
-    let tars = vec![Layer::new().raw(b"../.wh.bundle", EntryType::Regular, None, b"").finish()];
+    let tars = vec![Layer::new()
+        .raw(b"../.wh.bundle", EntryType::Regular, None, b"")
+        .finish()];
     check_hostile("whiteout-escape", tars, "..");
 }
 #[test]
@@ -448,16 +607,32 @@ fn hostile_decompression_bomb() {
     let gz = gzip(&tar);
     drop(tar);
     let layout = t.join("layout");
-    make_layout(&layout, &[(gz, "application/vnd.oci.image.layer.v1.tar+gzip", diff_id)], serde_json::json!({}));
+    make_layout(
+        &layout,
+        &[(gz, "application/vnd.oci.image.layer.v1.tar+gzip", diff_id)],
+        serde_json::json!({}),
+    );
     let store = t.join("store");
     for mode in ["copy", "overlay"] {
         let bundle = t.join(&format!("b-{mode}"));
         let o = si(
             &store,
-            &["unpack", &format!("oci:{}:latest", layout.display()), bundle.to_str().unwrap_or_default(), "--mode", mode, "--max-layer-size", "10000000"],
+            &[
+                "unpack",
+                &format!("oci:{}:latest", layout.display()),
+                bundle.to_str().unwrap_or_default(),
+                "--mode",
+                mode,
+                "--max-layer-size",
+                "10000000",
+            ],
         );
         assert!(!o.status.success(), "bomb accepted in {mode} mode");
-        assert!(stderr(&o).contains("size limit"), "bomb error unclear: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("size limit"),
+            "bomb error unclear: {}",
+            stderr(&o)
+        );
         assert!(!bundle.exists(), "bundle left behind");
     }
 }
@@ -470,14 +645,38 @@ fn hostile_diff_id_mismatch() {
     let t = TestDir::new("imgh-diffid");
     let tar = Layer::new().file("f", 0o644, b"content").finish();
     let layout = t.join("layout");
-    make_layout(&layout, &[(tar, "application/vnd.oci.image.layer.v1.tar", format!("sha256:{}", "0".repeat(64)))], serde_json::json!({}));
+    make_layout(
+        &layout,
+        &[(
+            tar,
+            "application/vnd.oci.image.layer.v1.tar",
+            format!("sha256:{}", "0".repeat(64)),
+        )],
+        serde_json::json!({}),
+    );
     let store = t.join("store");
     for mode in ["copy", "overlay"] {
         let bundle = t.join(&format!("b-{mode}"));
-        let o = si(&store, &["unpack", &format!("oci:{}:latest", layout.display()), bundle.to_str().unwrap_or_default(), "--mode", mode]);
+        let o = si(
+            &store,
+            &[
+                "unpack",
+                &format!("oci:{}:latest", layout.display()),
+                bundle.to_str().unwrap_or_default(),
+                "--mode",
+                mode,
+            ],
+        );
         assert!(!o.status.success(), "diff_id mismatch accepted ({mode})");
-        assert!(stderr(&o).contains("digest mismatch"), "unclear: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("digest mismatch"),
+            "unclear: {}",
+            stderr(&o)
+        );
         assert!(!bundle.exists());
-        assert!(!store.join("layers").join("0".repeat(64)).exists(), "bad layer cached");
+        assert!(
+            !store.join("layers").join("0".repeat(64)).exists(),
+            "bad layer cached"
+        );
     }
 }

@@ -8,8 +8,8 @@ use std::{
     process::Command,
 };
 
-use containerd_fixture::{busybox_oci_archive, run_limited, Out};
 use conformance::{bins, unique_name};
+use containerd_fixture::{busybox_oci_archive, run_limited, Out};
 
 /// Image reference the archive carries (see the fixture).
 const IMAGE: &str = containerd_fixture::IMAGE;
@@ -26,7 +26,12 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("run"))
-            .args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"])
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
             .args(["--events-backend", "file"])
             .arg("--tmpdir")
             .arg(self.dir.join("tmp"))
@@ -40,7 +45,13 @@ impl Podman {
     /// default 1048576 nofile/nproc rlimits cannot be set by any runtime).
     fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec![
-            "run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+            "run",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
         ];
         v.extend_from_slice(extra);
         v
@@ -69,11 +80,17 @@ impl Drop for Podman {
 
 fn scenarios(p: &Podman, rt: &Path) -> Vec<(String, String)> {
     let mut f = Vec::new();
-    let out = p.cmd(rt, &Podman::run_args(&["--rm", IMAGE, "sh", "-c", "echo hi; exit 3"]));
+    let out = p.cmd(
+        rt,
+        &Podman::run_args(&["--rm", IMAGE, "sh", "-c", "echo hi; exit 3"]),
+    );
     f.push(("run --rm stdout".into(), out.stdout.trim().to_string()));
     f.push(("run --rm exit".into(), out.code.to_string()));
     let name = unique_name("pd");
-    let out = p.cmd(rt, &Podman::run_args(&["-d", "--name", &name, IMAGE, "sleep", "1000"]));
+    let out = p.cmd(
+        rt,
+        &Podman::run_args(&["-d", "--name", &name, IMAGE, "sleep", "1000"]),
+    );
     f.push(("run -d exit".into(), out.code.to_string()));
     let out = p.cmd(rt, &["exec", &name, "sh", "-c", "echo in-exec; exit 5"]);
     f.push(("exec stdout".into(), out.stdout.trim().to_string()));
@@ -124,5 +141,9 @@ fn shim_podman_runs_skiff_like_runc() {
         }
     }
     assert_eq!(want[1].1, "3", "reference run with runc failed: {want:?}");
-    assert!(diffs.is_empty(), "skiff differs from runc under podman:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "skiff differs from runc under podman:\n{}",
+        diffs.join("\n")
+    );
 }

@@ -49,6 +49,7 @@ struct Applier<'a> {
     planted: HashSet<PathBuf>,
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
+    last_parent: Option<(Vec<OsString>, OwnedFd)>,
 }
 
 /// Apply the (already decompressed) layer tar `reader` to `root`.
@@ -60,6 +61,7 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         planted: HashSet::new(),
         created: HashSet::new(),
         dir_times: Vec::new(),
+        last_parent: None,
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -82,15 +84,36 @@ fn ftype(st: &libc::stat) -> u32 {
 fn parse_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Meta> {
     let raw = e.path_bytes().into_owned();
     let h = e.header();
-    let bad = |what: &str, err: io::Error| Error::Invalid(format!(
-        "layer entry {:?}: bad {what}: {err}",
-        String::from_utf8_lossy(&raw)
-    ));
+    let bad = |what: &str, err: io::Error| {
+        Error::Invalid(format!(
+            "layer entry {:?}: bad {what}: {err}",
+            String::from_utf8_lossy(&raw)
+        ))
+    };
+    let old = h.as_old();
+    // Some writers leave numeric fields empty; like GNU tar, read those as 0.
+    let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
     let mut m = Meta {
-        mode: h.mode().map_err(|x| bad("mode", x))? & 0o7777,
-        uid: h.uid().map_err(|x| bad("uid", x))? as u32,
-        gid: h.gid().map_err(|x| bad("gid", x))? as u32,
-        mtime_sec: h.mtime().map_err(|x| bad("mtime", x))? as i64,
+        mode: if blank(&old.mode) {
+            0o644
+        } else {
+            h.mode().map_err(|x| bad("mode", x))? & 0o7777
+        },
+        uid: if blank(&old.uid) {
+            0
+        } else {
+            h.uid().map_err(|x| bad("uid", x))? as u32
+        },
+        gid: if blank(&old.gid) {
+            0
+        } else {
+            h.gid().map_err(|x| bad("gid", x))? as u32
+        },
+        mtime_sec: if blank(&old.mtime) {
+            0
+        } else {
+            h.mtime().map_err(|x| bad("mtime", x))? as i64
+        },
         mtime_nsec: 0,
         xattrs: Vec::new(),
     };
@@ -102,11 +125,17 @@ fn parse_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Meta> {
             if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                 m.xattrs.push((name.to_vec(), v.to_vec()));
             } else if k == b"uid" {
-                if let Some(n) = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u32>().ok()) {
+                if let Some(n) = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
                     m.uid = n;
                 }
             } else if k == b"gid" {
-                if let Some(n) = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u32>().ok()) {
+                if let Some(n) = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
                     m.gid = n;
                 }
             } else if k == b"mtime" {
@@ -143,6 +172,32 @@ impl Applier<'_> {
     }
 
     fn parent(&mut self, raw: &[u8], comps: &[OsString], create: bool) -> Result<Option<OwnedFd>> {
+        if let Some((k, fd)) = &self.last_parent {
+            if k.as_slice() == comps {
+                let fd = fd.try_clone().map_err(|e| Error::io("dup parent fd", e))?;
+                return Ok(Some(fd));
+            }
+        }
+        let r = self.parent_uncached(raw, comps, create)?;
+        if let Some(fd) = &r {
+            if let Ok(c) = fd.try_clone() {
+                self.last_parent = Some((comps.to_vec(), c));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Forget the cached parent handle (after anything that removes or replaces nodes).
+    fn invalidate(&mut self) {
+        self.last_parent = None;
+    }
+
+    fn parent_uncached(
+        &mut self,
+        raw: &[u8],
+        comps: &[OsString],
+        create: bool,
+    ) -> Result<Option<OwnedFd>> {
         let planted = &self.planted;
         let mut newly = Vec::new();
         let r = self.root.resolve_dir(
@@ -163,7 +218,10 @@ impl Applier<'_> {
         let et = e.header().entry_type();
         if matches!(
             et,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -174,7 +232,8 @@ impl Applier<'_> {
             if et.is_dir() {
                 let fd = self.root.raw();
                 self.set_meta_fd(fd, true, &meta, &raw)?;
-                self.dir_times.push((Vec::new(), meta.mtime_sec, meta.mtime_nsec));
+                self.dir_times
+                    .push((Vec::new(), meta.mtime_sec, meta.mtime_nsec));
             }
             return Ok(());
         }
@@ -185,8 +244,15 @@ impl Applier<'_> {
             if nb == OPAQUE_MARKER.as_bytes() {
                 return self.opaque(&raw, parent_comps);
             }
-            if target.is_empty() || target == b"." || target == b".." || target.starts_with(b".wh.") && target.len() == 4 {
-                return Err(Error::hostile(&raw, "whiteout names no file inside its directory"));
+            if target.is_empty()
+                || target == b"."
+                || target == b".."
+                || target.starts_with(b".wh.") && target.len() == 4
+            {
+                return Err(Error::hostile(
+                    &raw,
+                    "whiteout names no file inside its directory",
+                ));
             }
             return self.whiteout(&raw, parent_comps, OsStr::from_bytes(target));
         }
@@ -199,6 +265,7 @@ impl Applier<'_> {
         if let Some(st) = existing {
             let keep = is_dir_entry && ftype(&st) == libc::S_IFDIR;
             if !keep {
+                self.invalidate();
                 if et.is_hard_link() {
                     // A hardlink to itself is a no-op.
                     if let Some(l) = e.link_name_bytes() {
@@ -221,7 +288,8 @@ impl Applier<'_> {
                 let fd = fsops::openat(p, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .ctx(|| self.ctx("open dir", &raw))?;
                 self.set_meta_fd(fd.as_raw_fd(), false, &meta, &raw)?;
-                self.dir_times.push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
+                self.dir_times
+                    .push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let fd = fsops::openat(
@@ -242,6 +310,7 @@ impl Applier<'_> {
                     .ctx(|| self.ctx("set times", &raw))?;
             }
             tar::EntryType::Symlink => {
+                self.invalidate();
                 let target = e
                     .link_name_bytes()
                     .ok_or_else(|| Error::hostile(&raw, "symlink without target"))?
@@ -249,7 +318,8 @@ impl Applier<'_> {
                 fsops::symlinkat(&target, p, &name).ctx(|| self.ctx("symlink", &raw))?;
                 fsops::lchownat(p, &name, meta.uid, meta.gid).ctx(|| self.ctx("chown", &raw))?;
                 if !meta.xattrs.is_empty() {
-                    let fd = fsops::openat(p, &name, libc::O_PATH, 0).ctx(|| self.ctx("open", &raw))?;
+                    let fd =
+                        fsops::openat(p, &name, libc::O_PATH, 0).ctx(|| self.ctx("open", &raw))?;
                     self.set_xattrs(fd.as_raw_fd(), true, &meta, &raw)?;
                 }
                 fsops::lutimesat(p, &name, meta.mtime_sec, meta.mtime_nsec)
@@ -261,26 +331,41 @@ impl Applier<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| Error::hostile(&raw, "hardlink without target"))?
                     .into_owned();
-                let lcomps = fsops::clean_components(&link)
-                    .map_err(|_| Error::hostile(&raw, format!("hardlink target {:?} is outside the rootfs", String::from_utf8_lossy(&link))))?;
+                let lcomps = fsops::clean_components(&link).map_err(|_| {
+                    Error::hostile(
+                        &raw,
+                        format!(
+                            "hardlink target {:?} is outside the rootfs",
+                            String::from_utf8_lossy(&link)
+                        ),
+                    )
+                })?;
                 if lcomps.is_empty() {
                     return Err(Error::hostile(&raw, "hardlink to the root directory"));
                 }
                 let tname = &lcomps[lcomps.len() - 1];
                 let tpfd = self
                     .parent(&raw, &lcomps[..lcomps.len() - 1], false)?
-                    .ok_or_else(|| Error::Invalid(format!(
-                        "layer entry {:?}: hardlink target {:?} does not exist",
-                        String::from_utf8_lossy(&raw),
-                        String::from_utf8_lossy(&link)
-                    )))?;
-                match fsops::lstat_at(tpfd.as_raw_fd(), tname).ctx(|| self.ctx("stat link target of", &raw))? {
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "layer entry {:?}: hardlink target {:?} does not exist",
+                            String::from_utf8_lossy(&raw),
+                            String::from_utf8_lossy(&link)
+                        ))
+                    })?;
+                match fsops::lstat_at(tpfd.as_raw_fd(), tname)
+                    .ctx(|| self.ctx("stat link target of", &raw))?
+                {
                     None => {
                         return Err(Error::Invalid(format!(
                             "layer entry {:?}: hardlink target {:?} does not exist{}",
                             String::from_utf8_lossy(&raw),
                             String::from_utf8_lossy(&link),
-                            if self.format == ApplyFormat::Overlay { " in this layer" } else { "" }
+                            if self.format == ApplyFormat::Overlay {
+                                " in this layer (a hardlink into a lower layer cannot be cached for overlay mode; unpack with --mode copy)"
+                            } else {
+                                ""
+                            }
                         )))
                     }
                     Some(st) if ftype(&st) == libc::S_IFDIR => {
@@ -288,7 +373,8 @@ impl Applier<'_> {
                     }
                     Some(_) => {}
                 }
-                fsops::linkat(tpfd.as_raw_fd(), tname, p, &name).ctx(|| self.ctx("hardlink", &raw))?;
+                fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
+                    .ctx(|| self.ctx("hardlink", &raw))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let kind = match et {
@@ -303,7 +389,8 @@ impl Applier<'_> {
                 fsops::lchownat(p, &name, meta.uid, meta.gid).ctx(|| self.ctx("chown", &raw))?;
                 fsops::chmodat(p, &name, meta.mode).ctx(|| self.ctx("chmod", &raw))?;
                 if !meta.xattrs.is_empty() {
-                    let fd = fsops::openat(p, &name, libc::O_PATH, 0).ctx(|| self.ctx("open", &raw))?;
+                    let fd =
+                        fsops::openat(p, &name, libc::O_PATH, 0).ctx(|| self.ctx("open", &raw))?;
                     self.set_xattrs(fd.as_raw_fd(), true, &meta, &raw)?;
                 }
                 fsops::lutimesat(p, &name, meta.mtime_sec, meta.mtime_nsec)
@@ -356,6 +443,7 @@ impl Applier<'_> {
 
     fn whiteout(&mut self, raw: &[u8], parent: &[OsString], target: &OsStr) -> Result<()> {
         // OCI: a whiteout only applies to lower layers; what this layer created stays.
+        self.invalidate();
         let mut tkey = fsops::key(parent);
         tkey.push(target);
         if self.created.contains(&tkey) {
@@ -385,6 +473,7 @@ impl Applier<'_> {
     }
 
     fn opaque(&mut self, raw: &[u8], dir: &[OsString]) -> Result<()> {
+        self.invalidate();
         let (pfd, name) = if dir.is_empty() {
             (None, None)
         } else {
@@ -401,18 +490,30 @@ impl Applier<'_> {
                         self.mark_created(dir);
                     }
                     Some(st) if ftype(&st) == libc::S_IFDIR => {}
-                    Some(_) => return Err(Error::hostile(raw, "opaque marker inside a non-directory")),
+                    Some(_) => {
+                        return Err(Error::hostile(raw, "opaque marker inside a non-directory"))
+                    }
                 }
                 fsops::openat(p.as_raw_fd(), n, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .ctx(|| self.ctx("open", raw))?
             }
-            _ => fsops::openat(self.root.raw(), OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .ctx(|| self.ctx("open", raw))?,
+            _ => fsops::openat(
+                self.root.raw(),
+                OsStr::new("."),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .ctx(|| self.ctx("open", raw))?,
         };
         match self.format {
             ApplyFormat::Overlay => {
-                fsops::set_xattr_fd(dfd.as_raw_fd(), false, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
-                    .ctx(|| self.ctx("setting overlay opaque xattr for", raw))?;
+                fsops::set_xattr_fd(
+                    dfd.as_raw_fd(),
+                    false,
+                    OVERLAY_OPAQUE_XATTR.as_bytes(),
+                    b"y",
+                )
+                .ctx(|| self.ctx("setting overlay opaque xattr for", raw))?;
                 // Keep the dir: an opaque dir must exist in this layer.
                 self.mark_created(dir);
             }
@@ -445,14 +546,20 @@ impl Applier<'_> {
     }
 
     fn fix_dir_times(&mut self) -> Result<()> {
+        self.invalidate();
         let times = std::mem::take(&mut self.dir_times);
         for (comps, sec, nsec) in times.iter().rev() {
             let raw = fsops::key(comps).into_os_string();
             if comps.is_empty() {
                 fsops::futimes(
-                    fsops::openat(self.root.raw(), OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                        .ctx(|| self.ctx("open", b"."))?
-                        .as_raw_fd(),
+                    fsops::openat(
+                        self.root.raw(),
+                        OsStr::new("."),
+                        libc::O_RDONLY | libc::O_DIRECTORY,
+                        0,
+                    )
+                    .ctx(|| self.ctx("open", b"."))?
+                    .as_raw_fd(),
                     *sec,
                     *nsec,
                 )

@@ -35,7 +35,9 @@ impl std::str::FromStr for Mode {
         match s {
             "copy" => Ok(Mode::Copy),
             "overlay" => Ok(Mode::Overlay),
-            o => Err(Error::Invalid(format!("unknown unpack mode {o:?} (copy|overlay)"))),
+            o => Err(Error::Invalid(format!(
+                "unknown unpack mode {o:?} (copy|overlay)"
+            ))),
         }
     }
 }
@@ -74,7 +76,10 @@ pub struct BundleMeta {
 
 /// Whether the kernel offers overlayfs.
 pub fn overlay_supported() -> bool {
-    if fs::read_to_string("/proc/filesystems").map(|s| s.contains("\toverlay")).unwrap_or(false) {
+    if fs::read_to_string("/proc/filesystems")
+        .map(|s| s.contains("\toverlay"))
+        .unwrap_or(false)
+    {
         return true;
     }
     // Module not yet loaded: modprobe might make it appear; be conservative.
@@ -85,28 +90,42 @@ pub fn overlay_supported() -> bool {
 pub fn read_meta(bundle: &Path) -> Result<BundleMeta> {
     let p = bundle.join(META_FILE);
     let data = fs::read(&p).map_err(|e| {
-        Error::Invalid(format!("{} is not a skiff-image bundle (cannot read {}: {e})", bundle.display(), p.display()))
+        Error::Invalid(format!(
+            "{} is not a skiff-image bundle (cannot read {}: {e})",
+            bundle.display(),
+            p.display()
+        ))
     })?;
     serde_json::from_slice(&data).map_err(|e| Error::json(format!("parsing {}", p.display()), e))
 }
 
 fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut t = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::at("creating temp file in", dir, e))?;
-    t.write_all(data).map_err(|e| Error::at("writing", path, e))?;
+    let mut t = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| Error::at("creating temp file in", dir, e))?;
+    t.write_all(data)
+        .map_err(|e| Error::at("writing", path, e))?;
     t.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::at("chmod", path, e))?;
-    t.persist(path).map_err(|e| Error::at("renaming into", path, e.error))?;
+    t.persist(path)
+        .map_err(|e| Error::at("renaming into", path, e.error))?;
     Ok(())
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = fs::canonicalize(path) else { return false };
-    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(canon) = fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let want = canon.as_os_str().as_bytes();
     mi.lines().any(|l| {
-        l.split(' ').nth(4).map(|m| unescape_mount(m) == want).unwrap_or(false)
+        l.split(' ')
+            .nth(4)
+            .map(|m| unescape_mount(m) == want)
+            .unwrap_or(false)
     })
 }
 
@@ -115,7 +134,10 @@ fn unescape_mount(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -128,12 +150,21 @@ fn unescape_mount(s: &str) -> Vec<u8> {
 }
 
 /// Unpack `image` into the bundle directory `bundle` (which must not exist or be empty).
-pub fn unpack(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOptions) -> Result<BundleMeta> {
+pub fn unpack(
+    store: &Store,
+    image: &Image,
+    bundle: &Path,
+    opts: &UnpackOptions,
+) -> Result<BundleMeta> {
     let existed = bundle.exists();
     if existed {
-        let mut rd = fs::read_dir(bundle).map_err(|e| Error::at("reading bundle dir", bundle, e))?;
+        let mut rd =
+            fs::read_dir(bundle).map_err(|e| Error::at("reading bundle dir", bundle, e))?;
         if rd.next().is_some() {
-            return Err(Error::Invalid(format!("bundle directory {} exists and is not empty", bundle.display())));
+            return Err(Error::Invalid(format!(
+                "bundle directory {} exists and is not empty",
+                bundle.display()
+            )));
         }
     } else {
         fs::create_dir_all(bundle).map_err(|e| Error::at("creating bundle", bundle, e))?;
@@ -163,20 +194,32 @@ fn progress_bar(enabled: bool, msg: &str) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let pb = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+    {
         pb.set_style(style);
     }
     pb.set_message(msg.to_string());
     Some(pb)
 }
 
-fn unpack_inner(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOptions) -> Result<BundleMeta> {
+fn unpack_inner(
+    store: &Store,
+    image: &Image,
+    bundle: &Path,
+    opts: &UnpackOptions,
+) -> Result<BundleMeta> {
     let _lock = store.lock(false)?;
-    let mode = opts.mode.unwrap_or(if overlay_supported() { Mode::Overlay } else { Mode::Copy });
+    let mode = opts.mode.unwrap_or(if overlay_supported() {
+        Mode::Overlay
+    } else {
+        Mode::Copy
+    });
     let limit = opts.max_layer_size.unwrap_or_else(layer::max_layer_size);
     let rootfs = bundle.join("rootfs");
     fs::create_dir(&rootfs).map_err(|e| Error::at("creating", &rootfs, e))?;
-    fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(|e| Error::at("chmod", &rootfs, e))?;
+    fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::at("chmod", &rootfs, e))?;
     let layers = image.layers();
     let diff_ids = image.diff_ids();
     match mode {
@@ -186,7 +229,15 @@ fn unpack_inner(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOption
                 pb.set_length(layers.iter().map(|l| l.2).sum());
             }
             for (i, (d, _mt, size)) in layers.iter().enumerate() {
-                layer::apply_blob(store, d, *size, &diff_ids[i], &rootfs, ApplyFormat::Merged, limit)?;
+                layer::apply_blob(
+                    store,
+                    d,
+                    *size,
+                    &diff_ids[i],
+                    &rootfs,
+                    ApplyFormat::Merged,
+                    limit,
+                )?;
                 if let Some(pb) = &pb {
                     pb.inc(*size);
                 }
@@ -217,7 +268,8 @@ fn unpack_inner(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOption
             let top = fs::metadata(&lowers[0]).map_err(|e| Error::at("stat", &lowers[0], e))?;
             fs::set_permissions(&upper, fs::Permissions::from_mode(top.mode() & 0o7777))
                 .map_err(|e| Error::at("chmod", &upper, e))?;
-            std::os::unix::fs::chown(&upper, Some(top.uid()), Some(top.gid())).map_err(|e| Error::at("chown", &upper, e))?;
+            std::os::unix::fs::chown(&upper, Some(top.uid()), Some(top.gid()))
+                .map_err(|e| Error::at("chown", &upper, e))?;
             mount_overlay(&lowers, &upper, &work, &rootfs)?;
         }
     }
@@ -230,7 +282,8 @@ fn unpack_inner(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOption
             fs::create_dir_all(&p).map_err(|e| Error::at("creating", &p, e))?;
         }
     }
-    let data = serde_json::to_vec_pretty(&spec_json).map_err(|e| Error::json("serializing config.json", e))?;
+    let data = serde_json::to_vec_pretty(&spec_json)
+        .map_err(|e| Error::json("serializing config.json", e))?;
     write_file_atomic(&bundle.join("config.json"), &data)?;
     let mut volumes: Vec<String> = anon.iter().map(|a| a.container.clone()).collect();
     for v in &opts.spec.volumes {
@@ -245,7 +298,8 @@ fn unpack_inner(store: &Store, image: &Image, bundle: &Path, opts: &UnpackOption
         mode,
         volumes,
     };
-    let m = serde_json::to_vec_pretty(&meta).map_err(|e| Error::json("serializing bundle metadata", e))?;
+    let m = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::json("serializing bundle metadata", e))?;
     write_file_atomic(&bundle.join(META_FILE), &m)?;
     Ok(meta)
 }
@@ -257,19 +311,41 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
     for p in &all {
         let b = p.as_os_str().as_bytes();
         if b.contains(&b':') || b.contains(&b',') || b.contains(&b'\\') {
-            return Err(Error::Invalid(format!("overlay path {} contains ':', ',' or '\\'", p.display())));
+            return Err(Error::Invalid(format!(
+                "overlay path {} contains ':', ',' or '\\'",
+                p.display()
+            )));
         }
     }
-    let lower = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-    let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+    let lower = lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
     if data.len() >= 4000 {
         return Err(Error::Invalid(format!(
             "too many layers ({}) for one overlay mount option string; use --mode copy",
             lowers.len()
         )));
     }
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-        .map_err(|e| Error::io(format!("mounting overlay on {}", target.display()), e.into()))
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("mounting overlay on {}", target.display()),
+            e.into(),
+        )
+    })
 }
 
 /// Unmount an overlay bundle's rootfs (no-op for copy bundles or when not mounted).
@@ -299,7 +375,12 @@ pub fn remount(store: &Store, bundle: &Path) -> Result<()> {
     if lowers.is_empty() {
         lowers.push(store.layer_cache().join("empty"));
     }
-    mount_overlay(&lowers, &bundle.join("upper"), &bundle.join("work"), &rootfs)
+    mount_overlay(
+        &lowers,
+        &bundle.join("upper"),
+        &bundle.join("work"),
+        &rootfs,
+    )
 }
 
 /// Unmount (if needed) and delete a bundle created by [`unpack`].
@@ -310,7 +391,12 @@ pub fn remove_bundle(bundle: &Path) -> Result<()> {
 }
 
 fn image_of(store: &Store, meta: &BundleMeta) -> Result<Image> {
-    let d = crate::store::make_descriptor(&meta.manifest_media_type, &meta.manifest_digest, meta.manifest_size, None)?;
+    let d = crate::store::make_descriptor(
+        &meta.manifest_media_type,
+        &meta.manifest_digest,
+        meta.manifest_size,
+        None,
+    )?;
     let mut img = store.image_from_descriptor(&d, None)?;
     img.name = meta.image.clone();
     Ok(img)
@@ -325,14 +411,35 @@ pub fn bundle_image(store: &Store, bundle: &Path) -> Result<Image> {
 /// files and volume contents are left out.
 pub fn diff(store: &Store, bundle: &Path) -> Result<LayerInfo> {
     let meta = read_meta(bundle)?;
-    let excl = Exclusions {
+    let mut excl = Exclusions {
         volumes: meta
             .volumes
             .iter()
             .map(|v| v.trim_matches('/').as_bytes().to_vec())
             .filter(|v| !v.is_empty())
             .collect(),
+        new_runtime_dirs: Vec::new(),
     };
+    // Runtime mount points the image lacks (copy mode knows from its snapshot).
+    if meta.mode == Mode::Overlay {
+        let img = image_of(store, &meta)?;
+        for d in tree::RUNTIME_DIRS {
+            let mut in_image = false;
+            for id in img.diff_ids() {
+                if fs::symlink_metadata(layer::cache_path(store, &id)?.join(d)).is_ok() {
+                    in_image = true;
+                }
+            }
+            if !in_image {
+                excl.new_runtime_dirs.push(d.as_bytes().to_vec());
+            }
+        }
+    } else {
+        excl.new_runtime_dirs = tree::RUNTIME_DIRS
+            .iter()
+            .map(|d| d.as_bytes().to_vec())
+            .collect();
+    }
     let _lock = store.lock(false)?;
     match meta.mode {
         Mode::Overlay => {

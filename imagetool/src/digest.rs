@@ -21,7 +21,11 @@ pub fn hex_part(digest: &str) -> Result<&str> {
     let hex = digest
         .strip_prefix("sha256:")
         .ok_or_else(|| Error::Invalid(format!("unsupported digest {digest:?} (only sha256)")))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(Error::Invalid(format!("malformed digest {digest:?}")));
     }
     Ok(hex)
@@ -118,7 +122,12 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// Convert an io error from a [`HashReader`] chain into TooLarge if it was the limit.
-pub fn map_limit_error(e: io::Error, what: &str, limit: u64, context: impl FnOnce() -> String) -> Error {
+pub fn map_limit_error(
+    e: io::Error,
+    what: &str,
+    limit: u64,
+    context: impl FnOnce() -> String,
+) -> Error {
     if e.to_string().contains(TOO_LARGE_MARK) {
         Error::TooLarge {
             what: what.to_string(),

@@ -77,7 +77,12 @@ pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
 }
 
 /// openat with O_NOFOLLOW|O_CLOEXEC always added.
-pub(crate) fn openat(dir: RawFd, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn openat(
+    dir: RawFd,
+    name: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     let c = cstr(name.as_bytes())?;
     // SAFETY: valid C string; fd ownership transferred on success.
     let fd = unsafe {
@@ -160,7 +165,12 @@ pub(crate) fn readlinkat(dir: RawFd, name: &OsStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: buffer valid for its length.
     let n = unsafe {
-        libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
+        libc::readlinkat(
+            dir,
+            c.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -237,7 +247,12 @@ pub(crate) fn futimes(fd: RawFd, sec: i64, nsec: i64) -> io::Result<()> {
 }
 
 /// Set an xattr on the inode an fd refers to (works for O_PATH fds via /proc/self/fd).
-pub(crate) fn set_xattr_fd(fd: RawFd, is_path_fd: bool, name: &[u8], value: &[u8]) -> io::Result<()> {
+pub(crate) fn set_xattr_fd(
+    fd: RawFd,
+    is_path_fd: bool,
+    name: &[u8],
+    value: &[u8],
+) -> io::Result<()> {
     let n = cstr(name)?;
     if is_path_fd {
         let p = cstr(format!("/proc/self/fd/{fd}").as_bytes())?;
@@ -255,7 +270,13 @@ pub(crate) fn set_xattr_fd(fd: RawFd, is_path_fd: bool, name: &[u8], value: &[u8
     } else {
         // SAFETY: valid pointers.
         check(unsafe {
-            libc::fsetxattr(fd, n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0)
+            libc::fsetxattr(
+                fd,
+                n.as_ptr(),
+                value.as_ptr() as *const libc::c_void,
+                value.len(),
+                0,
+            )
         })
         .map(|_| ())
     }
@@ -326,7 +347,12 @@ pub(crate) fn get_xattr_fd(fd: RawFd, name: &[u8]) -> Option<Vec<u8>> {
     let mut val = vec![0u8; 256];
     // SAFETY: valid buffer.
     let sz = unsafe {
-        libc::getxattr(proc.as_ptr(), n.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len())
+        libc::getxattr(
+            proc.as_ptr(),
+            n.as_ptr(),
+            val.as_mut_ptr() as *mut libc::c_void,
+            val.len(),
+        )
     };
     if sz < 0 {
         return None;
@@ -380,7 +406,12 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     };
     let c = cstr(parent.as_os_str().as_bytes())?;
     // SAFETY: valid C string.
-    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
     // SAFETY: new fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     remove_all_at(fd.as_raw_fd(), name)
@@ -394,7 +425,8 @@ pub fn read_file_in_root(root: &Path, rel: &str, limit: u64) -> Result<Option<Ve
     let rel = rel.trim_start_matches('/');
     match open_in_root(rfd.as_raw_fd(), rel.as_bytes(), libc::O_RDONLY) {
         Ok(fd) => {
-            let st = fstat(fd.as_raw_fd()).map_err(|e| Error::io(format!("stat {rel} in {}", root.display()), e))?;
+            let st = fstat(fd.as_raw_fd())
+                .map_err(|e| Error::io(format!("stat {rel} in {}", root.display()), e))?;
             if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                 return Ok(None);
             }
@@ -455,8 +487,12 @@ impl RootDir {
         for i in 0..comps.len() {
             let name = &comps[i];
             let here = key(&comps[..=i]);
-            let st = lstat_at(cur.as_raw_fd(), name)
-                .map_err(|e| Error::io(format!("stat {} in {}", here.display(), self.path.display()), e))?;
+            let st = lstat_at(cur.as_raw_fd(), name).map_err(|e| {
+                Error::io(
+                    format!("stat {} in {}", here.display(), self.path.display()),
+                    e,
+                )
+            })?;
             let next = match st {
                 None => {
                     if !create {
@@ -472,18 +508,33 @@ impl RootDir {
                             ))
                         }
                     }
-                    openat(cur.as_raw_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
-                        .map_err(|e| Error::io(format!("open {} in {}", here.display(), self.path.display()), e))?
+                    openat(cur.as_raw_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(
+                        |e| {
+                            Error::io(
+                                format!("open {} in {}", here.display(), self.path.display()),
+                                e,
+                            )
+                        },
+                    )?
                 }
                 Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                    openat(cur.as_raw_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)
-                        .map_err(|e| Error::io(format!("open {} in {}", here.display(), self.path.display()), e))?
+                    openat(cur.as_raw_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(
+                        |e| {
+                            Error::io(
+                                format!("open {} in {}", here.display(), self.path.display()),
+                                e,
+                            )
+                        },
+                    )?
                 }
                 Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
                     if planted(&here) {
                         return Err(Error::hostile(
                             raw,
-                            format!("path goes through symlink {} planted by this layer", here.display()),
+                            format!(
+                                "path goes through symlink {} planted by this layer",
+                                here.display()
+                            ),
                         ));
                     }
                     let fd = open_in_root(
@@ -493,10 +544,16 @@ impl RootDir {
                     );
                     match fd {
                         Ok(fd) => fd,
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => return Ok(None),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !create => {
+                            return Ok(None)
+                        }
                         Err(e) => {
                             return Err(Error::io(
-                                format!("resolving symlink {} inside {}", here.display(), self.path.display()),
+                                format!(
+                                    "resolving symlink {} inside {}",
+                                    here.display(),
+                                    self.path.display()
+                                ),
                                 e,
                             ))
                         }
@@ -523,4 +580,19 @@ pub fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
 /// Extract the bytes of an OsStr (for tar names).
 pub fn bytes(s: &OsStr) -> &[u8] {
     s.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components() {
+        let c = |s: &str| clean_components(s.as_bytes()).map(|v| key(&v));
+        assert_eq!(c("./a/./b//c/").expect("ok"), PathBuf::from("a/b/c"));
+        assert_eq!(c("./").expect("ok"), PathBuf::new());
+        assert!(c("/etc/passwd").is_err());
+        assert!(c("a/../b").is_err());
+        assert!(c("..").is_err());
+    }
 }

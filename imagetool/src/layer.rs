@@ -63,7 +63,10 @@ fn classify(e: Error, what: &str, limit: u64) -> Error {
         };
     }
     if s.contains("skiff-image: digest mismatch|") {
-        let rest = s.split("skiff-image: digest mismatch|").nth(1).unwrap_or_default();
+        let rest = s
+            .split("skiff-image: digest mismatch|")
+            .nth(1)
+            .unwrap_or_default();
         let mut it = rest.splitn(2, '|');
         return Error::Digest {
             what: what.to_string(),
@@ -108,7 +111,8 @@ pub fn apply_blob(
         Ok(())
     })();
     r.map_err(|e| classify(e, &what, limit))?;
-    blob.finish().map_err(|e| store::blob_read_error(digest, e))?;
+    blob.finish()
+        .map_err(|e| store::blob_read_error(digest, e))?;
     Ok(())
 }
 
@@ -144,7 +148,10 @@ pub fn ensure_cached(
     }
     let queue = Mutex::new(todo);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 2);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 2);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -152,7 +159,9 @@ pub fn ensure_cached(
                     Ok(mut q) => q.pop(),
                     Err(_) => None,
                 };
-                let Some((d, size, diff_id, dest)) = job else { break };
+                let Some((d, size, diff_id, dest)) = job else {
+                    break;
+                };
                 if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
@@ -174,15 +183,33 @@ pub fn ensure_cached(
     Ok(dirs)
 }
 
-fn extract_to_cache(store: &Store, digest: &str, size: u64, diff_id: &str, dest: &Path, limit: u64) -> Result<()> {
+fn extract_to_cache(
+    store: &Store,
+    digest: &str,
+    size: u64,
+    diff_id: &str,
+    dest: &Path,
+    limit: u64,
+) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempdir_in(store.layer_cache())
         .map_err(|e| Error::at("creating temp dir in", &store.layer_cache(), e))?;
     let tmp_path = tmp.keep();
-    std::fs::set_permissions(&tmp_path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| Error::at("chmod", &tmp_path, e))?;
-    let r = apply_blob(store, digest, size, diff_id, &tmp_path, ApplyFormat::Overlay, limit);
+    std::fs::set_permissions(
+        &tmp_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| Error::at("chmod", &tmp_path, e))?;
+    let r = apply_blob(
+        store,
+        digest,
+        size,
+        diff_id,
+        &tmp_path,
+        ApplyFormat::Overlay,
+        limit,
+    );
     if let Err(e) = r {
         let _ = crate::fsops::remove_tree(&tmp_path);
         return Err(e);

@@ -19,7 +19,10 @@ pub mod store;
 pub mod transfer;
 pub mod tree;
 
-pub use bundle::{bundle_image, commit, diff, read_meta, remount, remove_bundle, umount, unpack, BundleMeta, Mode, UnpackOptions};
+pub use bundle::{
+    bundle_image, commit, diff, read_meta, remount, remove_bundle, umount, unpack, BundleMeta,
+    Mode, UnpackOptions,
+};
 pub use error::{Error, Result};
 pub use spec::SpecOptions;
 pub use store::{full_name, History, Image, ImageSummary, LayerInfo, Store};

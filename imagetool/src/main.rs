@@ -7,7 +7,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "skiff-image", version, about = "OCI image store: import/export, unpack (copy|overlay), commit")]
+#[command(
+    name = "skiff-image",
+    version,
+    about = "OCI image store: import/export, unpack (copy|overlay), commit"
+)]
 struct Cli {
     /// Store directory (an OCI image layout).
     #[arg(long, global = true, env = "SKIFF_STORE", default_value = skiff_image::store::DEFAULT_STORE)]
@@ -156,11 +160,16 @@ enum Cmd {
 
 fn init_logging(cli: &Cli) -> Result<()> {
     let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let b = tracing_subscriber::fmt().with_env_filter(filter);
     match &cli.log {
         Some(p) => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("opening log {}", p.display()))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening log {}", p.display()))?;
             let w = std::sync::Mutex::new(f);
             if cli.log_format == "json" {
                 b.json().with_writer(w).init();
@@ -193,16 +202,37 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let store = Store::open(&cli.store).with_context(|| format!("opening store {}", cli.store.display()))?;
+    let store = Store::open(&cli.store)
+        .with_context(|| format!("opening store {}", cli.store.display()))?;
     match cli.cmd {
-        Cmd::Import { source, name, platform, cmd, entrypoint, env } => {
-            let opts = transfer::ImportOptions { platform, cmd, entrypoint, env };
-            let img = transfer::import(&store, &source, name.as_deref(), &opts).with_context(|| format!("importing {source}"))?;
-            println!("{}", img.name.clone().unwrap_or_else(|| img.manifest_digest.clone()));
+        Cmd::Import {
+            source,
+            name,
+            platform,
+            cmd,
+            entrypoint,
+            env,
+        } => {
+            let opts = transfer::ImportOptions {
+                platform,
+                cmd,
+                entrypoint,
+                env,
+            };
+            let img = transfer::import(&store, &source, name.as_deref(), &opts)
+                .with_context(|| format!("importing {source}"))?;
+            println!(
+                "{}",
+                img.name
+                    .clone()
+                    .unwrap_or_else(|| img.manifest_digest.clone())
+            );
         }
         Cmd::Export { image, dest } => {
-            let img = transfer::resolve(&store, &image, None).with_context(|| format!("resolving {image}"))?;
-            transfer::export(&store, &img, &dest).with_context(|| format!("exporting {image} to {dest}"))?;
+            let img = transfer::resolve(&store, &image, None)
+                .with_context(|| format!("resolving {image}"))?;
+            transfer::export(&store, &img, &dest)
+                .with_context(|| format!("exporting {image} to {dest}"))?;
         }
         Cmd::Images { json, quiet } => {
             let list = store.list()?;
@@ -213,16 +243,31 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{}:{}", i.name, i.tag);
                 }
             } else {
-                println!("{:<30} {:<15} {:<14} {:<22} {:>10}", "NAME", "TAG", "ID", "CREATED", "SIZE");
+                println!(
+                    "{:<30} {:<15} {:<14} {:<22} {:>10}",
+                    "NAME", "TAG", "ID", "CREATED", "SIZE"
+                );
                 for i in list {
-                    let id: String = i.id.trim_start_matches("sha256:").chars().take(12).collect();
+                    let id: String =
+                        i.id.trim_start_matches("sha256:")
+                            .chars()
+                            .take(12)
+                            .collect();
                     let created: String = i.created.unwrap_or_default().chars().take(19).collect();
-                    println!("{:<30} {:<15} {:<14} {:<22} {:>10}", i.name, i.tag, id, created, human(i.size));
+                    println!(
+                        "{:<30} {:<15} {:<14} {:<22} {:>10}",
+                        i.name,
+                        i.tag,
+                        id,
+                        created,
+                        human(i.size)
+                    );
                 }
             }
         }
         Cmd::Inspect { image, platform } => {
-            let img = transfer::resolve(&store, &image, platform.as_deref()).with_context(|| format!("resolving {image}"))?;
+            let img = transfer::resolve(&store, &image, platform.as_deref())
+                .with_context(|| format!("resolving {image}"))?;
             let out = serde_json::json!({
                 "Name": img.name, "Digest": img.manifest_digest, "Id": img.config_digest,
                 "MediaType": img.manifest_media_type,
@@ -232,7 +277,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Cmd::Tag { source, target } => {
-            let img = transfer::resolve(&store, &source, None).with_context(|| format!("resolving {source}"))?;
+            let img = transfer::resolve(&store, &source, None)
+                .with_context(|| format!("resolving {source}"))?;
             store.tag(&img, &target)?;
         }
         Cmd::Rm { names } => {
@@ -245,33 +291,86 @@ fn run(cli: Cli) -> Result<()> {
             println!("removed {b} blobs, {l} cached layers");
         }
         Cmd::History { image } => {
-            let img = transfer::resolve(&store, &image, None).with_context(|| format!("resolving {image}"))?;
-            println!("{:<32} {:<8} {}", "CREATED", "LAYER", "CREATED BY");
+            let img = transfer::resolve(&store, &image, None)
+                .with_context(|| format!("resolving {image}"))?;
+            println!("{:<32} {:<8} CREATED BY", "CREATED", "LAYER");
             for h in img.config.history().clone().unwrap_or_default() {
-                let created: String = h.created().clone().unwrap_or_default().chars().take(30).collect();
-                let empty = if h.empty_layer().unwrap_or(false) { "-" } else { "yes" };
-                println!("{:<32} {:<8} {}", created, empty, h.created_by().clone().unwrap_or_default());
+                let created: String = h
+                    .created()
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(30)
+                    .collect();
+                let empty = if h.empty_layer().unwrap_or(false) {
+                    "-"
+                } else {
+                    "yes"
+                };
+                println!(
+                    "{:<32} {:<8} {}",
+                    created,
+                    empty,
+                    h.created_by().clone().unwrap_or_default()
+                );
             }
         }
-        Cmd::Unpack { image, bundle, mode, cmd, entrypoint, env, volume, hostname, read_only, user, platform, max_layer_size } => {
-            let img = transfer::resolve(&store, &image, platform.as_deref()).with_context(|| format!("resolving {image}"))?;
+        Cmd::Unpack {
+            image,
+            bundle,
+            mode,
+            cmd,
+            entrypoint,
+            env,
+            volume,
+            hostname,
+            read_only,
+            user,
+            platform,
+            max_layer_size,
+        } => {
+            let img = transfer::resolve(&store, &image, platform.as_deref())
+                .with_context(|| format!("resolving {image}"))?;
             let mode = mode.map(|m| m.parse::<Mode>()).transpose()?;
             let opts = UnpackOptions {
                 mode,
-                spec: SpecOptions { cmd, entrypoint, env, volumes: volume, hostname, read_only, user, cwd: None },
+                spec: SpecOptions {
+                    cmd,
+                    entrypoint,
+                    env,
+                    volumes: volume,
+                    hostname,
+                    read_only,
+                    user,
+                    cwd: None,
+                },
                 max_layer_size,
                 progress: std::io::stderr().is_terminal(),
             };
-            bundle::unpack(&store, &img, &bundle, &opts).with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
+            bundle::unpack(&store, &img, &bundle, &opts)
+                .with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
         }
         Cmd::Umount { bundle } => bundle::umount(&bundle)?,
         Cmd::Mount { bundle } => bundle::remount(&store, &bundle)?,
         Cmd::RmBundle { bundle } => bundle::remove_bundle(&bundle)?,
-        Cmd::Commit { bundle, name, message } => {
+        Cmd::Commit {
+            bundle,
+            name,
+            message,
+        } => {
             let b = bundle::read_meta(&bundle)?;
-            let st = if b.store != cli.store { Store::open(&b.store)? } else { store };
-            let h = skiff_image::History { created_by: format!("skiff-image commit {}", bundle.display()), comment: message, author: None };
-            let img = bundle::commit(&st, &bundle, &name, Some(h)).with_context(|| format!("committing {}", bundle.display()))?;
+            let st = if b.store != cli.store {
+                Store::open(&b.store)?
+            } else {
+                store
+            };
+            let h = skiff_image::History {
+                created_by: format!("skiff-image commit {}", bundle.display()),
+                comment: message,
+                author: None,
+            };
+            let img = bundle::commit(&st, &bundle, &name, Some(h))
+                .with_context(|| format!("committing {}", bundle.display()))?;
             println!("{}", img.config_digest);
         }
     }

@@ -45,7 +45,11 @@ pub struct BindVolume {
 /// Parse `HOST:CTR[:ro|rw]`.
 pub fn parse_volume(spec: &str) -> Result<BindVolume> {
     let parts: Vec<&str> = spec.split(':').collect();
-    let bad = |why: &str| Error::Invalid(format!("invalid volume {spec:?}: {why} (want HOST:CTR[:ro])"));
+    let bad = |why: &str| {
+        Error::Invalid(format!(
+            "invalid volume {spec:?}: {why} (want HOST:CTR[:ro])"
+        ))
+    };
     let (host, ctr, ro) = match parts.as_slice() {
         [h, c] => (*h, *c, false),
         [h, c, "ro"] => (*h, *c, true),
@@ -147,7 +151,12 @@ fn parse_group(data: &str) -> Vec<(String, u32, Vec<String>)> {
             }
             let members = f
                 .get(3)
-                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .map(|m| {
+                    m.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             Some((f[0].to_string(), f[2].parse().ok()?, members))
         })
@@ -158,7 +167,11 @@ fn parse_group(data: &str) -> Vec<(String, u32, Vec<String>)> {
 /// /etc/passwd and /etc/group, read confined to the rootfs.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
     if user.is_empty() {
-        return Ok(ResolvedUser { uid: 0, gid: 0, additional_gids: Vec::new() });
+        return Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        });
     }
     let read = |f: &str| -> Result<String> {
         Ok(fsops::read_file_in_root(rootfs, f, 16 << 20)?
@@ -171,7 +184,9 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let entry = passwd.iter().find(|(n, uid, _)| n == u || u.parse::<u32>().ok() == Some(*uid));
+    let entry = passwd
+        .iter()
+        .find(|(n, uid, _)| n == u || u.parse::<u32>().ok() == Some(*uid));
     let (uid, mut gid, uname) = match (u.parse::<u32>(), entry) {
         (_, Some((n, uid, gid))) => (*uid, *gid, Some(n.clone())),
         (Ok(uid), None) => (uid, 0, None),
@@ -189,16 +204,24 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
                 .iter()
                 .find(|(n, _, _)| n == g)
                 .map(|(_, id, _)| *id)
-                .ok_or_else(|| Error::Invalid(format!("image group {g:?} not found in the rootfs' /etc/group")))?,
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "image group {g:?} not found in the rootfs' /etc/group"
+                    ))
+                })?,
         };
     } else if let Some(name) = uname {
         for (_, id, members) in &groups {
-            if members.iter().any(|m| *m == name) && *id != gid && !additional.contains(id) {
+            if members.contains(&name) && *id != gid && !additional.contains(id) {
                 additional.push(*id);
             }
         }
     }
-    Ok(ResolvedUser { uid, gid, additional_gids: additional })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids: additional,
+    })
 }
 
 /// One anonymous volume a bundle needs (image VOLUME), created under the bundle.
@@ -215,7 +238,13 @@ pub fn volume_dir_name(ctr: &str) -> String {
     let s: String = ctr
         .trim_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let s = if s.is_empty() { "root".to_string() } else { s };
     format!("{}-{}", s, &crate::digest::of_bytes(ctr.as_bytes())[7..15])
@@ -231,7 +260,11 @@ pub fn generate(
     let mut spec = default_spec();
     let c = config.config().clone().unwrap_or_default();
     // args = Entrypoint + Cmd
-    let entry = opts.entrypoint.clone().or_else(|| c.entrypoint().clone()).unwrap_or_default();
+    let entry = opts
+        .entrypoint
+        .clone()
+        .or_else(|| c.entrypoint().clone())
+        .unwrap_or_default();
     let cmd = match &opts.cmd {
         Some(cmd) => cmd.clone(),
         None if opts.entrypoint.is_some() => Vec::new(),
@@ -260,10 +293,16 @@ pub fn generate(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
     if !cwd.starts_with('/') {
-        return Err(Error::Invalid(format!("working directory {cwd:?} is not absolute")));
+        return Err(Error::Invalid(format!(
+            "working directory {cwd:?} is not absolute"
+        )));
     }
     spec["process"]["cwd"] = json!(cwd);
-    let user = opts.user.clone().or_else(|| c.user().clone()).unwrap_or_default();
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| c.user().clone())
+        .unwrap_or_default();
     let ru = resolve_user(rootfs, &user)?;
     let mut u = json!({"uid": ru.uid, "gid": ru.gid});
     if !ru.additional_gids.is_empty() {
@@ -290,7 +329,10 @@ pub fn generate(
         if !ports.is_empty() {
             let mut p = ports.clone();
             p.sort();
-            ann.insert("org.opencontainers.image.exposedPorts".into(), json!(p.join(",")));
+            ann.insert(
+                "org.opencontainers.image.exposedPorts".into(),
+                json!(p.join(",")),
+            );
         }
     }
     if let Some(sig) = c.stop_signal() {
@@ -302,27 +344,47 @@ pub fn generate(
     if let Some(a) = config.author() {
         ann.insert("org.opencontainers.image.author".into(), json!(a));
     }
-    ann.insert("org.opencontainers.image.architecture".into(), json!(config.architecture().to_string()));
-    ann.insert("org.opencontainers.image.os".into(), json!(config.os().to_string()));
+    ann.insert(
+        "org.opencontainers.image.architecture".into(),
+        json!(config.architecture().to_string()),
+    );
+    ann.insert(
+        "org.opencontainers.image.os".into(),
+        json!(config.os().to_string()),
+    );
     spec["annotations"] = Value::Object(ann);
     // Volumes: image VOLUMEs become anonymous volumes under BUNDLE/volumes, then -v binds.
     let mut anon = Vec::new();
-    let mounts = spec["mounts"].as_array_mut().ok_or_else(|| Error::Invalid("internal: mounts".into()))?;
-    let binds: Vec<BindVolume> = opts.volumes.iter().map(|v| parse_volume(v)).collect::<Result<_>>()?;
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .ok_or_else(|| Error::Invalid("internal: mounts".into()))?;
+    let binds: Vec<BindVolume> = opts
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<_>>()?;
     if let Some(vols) = c.volumes() {
         let mut vols = vols.clone();
         vols.sort();
         for v in vols {
             if !v.starts_with('/') || v.split('/').any(|x| x == "..") {
-                return Err(Error::Invalid(format!("image VOLUME {v:?} is not a clean absolute path")));
+                return Err(Error::Invalid(format!(
+                    "image VOLUME {v:?} is not a clean absolute path"
+                )));
             }
-            if binds.iter().any(|b| b.container.trim_end_matches('/') == v.trim_end_matches('/')) {
+            if binds
+                .iter()
+                .any(|b| b.container.trim_end_matches('/') == v.trim_end_matches('/'))
+            {
                 continue;
             }
             let dir_name = volume_dir_name(&v);
             let src = bundle.join("volumes").join(&dir_name);
             mounts.push(json!({"destination": v, "type": "bind", "source": src, "options": ["rbind", "rw"]}));
-            anon.push(AnonVolume { container: v.clone(), dir_name });
+            anon.push(AnonVolume {
+                container: v.clone(),
+                dir_name,
+            });
         }
     }
     for b in &binds {
@@ -332,4 +394,127 @@ pub fn generate(
         }));
     }
     Ok((spec, anon))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("etc")).expect("etc");
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .expect("passwd");
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\napp:x:1001:\nwheel:x:10:app,other\nstaff:x:50:\n",
+        )
+        .expect("group");
+        d
+    }
+
+    #[test]
+    fn user_forms() {
+        let r = rootfs();
+        let u = |s: &str| resolve_user(r.path(), s).expect(s);
+        assert_eq!(
+            u(""),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            u("app"),
+            ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![10]
+            }
+        );
+        assert_eq!(
+            u("1000"),
+            ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![10]
+            }
+        );
+        assert_eq!(
+            u("app:staff"),
+            ResolvedUser {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            u("4242:4343"),
+            ResolvedUser {
+                uid: 4242,
+                gid: 4343,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            u("4242"),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert!(resolve_user(r.path(), "nosuch").is_err());
+        assert!(resolve_user(r.path(), "app:nosuchgroup").is_err());
+    }
+
+    #[test]
+    fn passwd_symlink_stays_in_root() {
+        let r = rootfs();
+        std::fs::remove_file(r.path().join("etc/passwd")).expect("rm");
+        // An absolute symlink must resolve inside the rootfs, never to the host's /etc/passwd.
+        std::os::unix::fs::symlink("/etc/shadow-does-not-exist", r.path().join("etc/passwd"))
+            .expect("symlink");
+        assert!(resolve_user(r.path(), "root").is_err());
+    }
+
+    #[test]
+    fn args_env_volumes() {
+        let r = rootfs();
+        let cfg: ImageConfiguration = serde_json::from_value(json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Entrypoint": ["/ep"], "Cmd": ["a", "b"], "Env": ["A=1", "B=2"], "Volumes": {"/v": {}}},
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .expect("config");
+        let opts = SpecOptions {
+            cmd: Some(vec!["c".into()]),
+            env: vec!["B=3".into()],
+            volumes: vec!["/host:/ctr:ro".into()],
+            ..Default::default()
+        };
+        let (s, anon) = generate(&cfg, r.path(), Path::new("/b"), &opts).expect("generate");
+        assert_eq!(s["process"]["args"], json!(["/ep", "c"]));
+        let env = s["process"]["env"].as_array().expect("env");
+        assert!(
+            env.contains(&json!("A=1"))
+                && env.contains(&json!("B=3"))
+                && !env.contains(&json!("B=2"))
+        );
+        assert!(env
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.starts_with("PATH="))));
+        assert_eq!(anon.len(), 1);
+        assert!(s["mounts"]
+            .as_array()
+            .expect("m")
+            .iter()
+            .any(|m| m["destination"] == "/ctr" && m["options"][1] == "ro"));
+        assert!(parse_volume("relative:/x").is_err());
+        assert!(parse_volume("/a:/b/../c").is_err());
+    }
 }

@@ -157,7 +157,10 @@ pub fn split_name(reference: &str) -> Result<(String, String)> {
     if name.is_empty() || tag.is_empty() {
         return Err(bad("empty name or tag"));
     }
-    if reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if reference
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad("whitespace or control characters"));
     }
     Ok((name.to_string(), tag.to_string()))
@@ -184,11 +187,15 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let root = path.as_ref().to_path_buf();
         for d in ["blobs/sha256", "layers", "tmp"] {
-            fs::create_dir_all(root.join(d)).map_err(|e| Error::at("creating store directory", &root.join(d), e))?;
+            fs::create_dir_all(root.join(d))
+                .map_err(|e| Error::at("creating store directory", &root.join(d), e))?;
         }
         let s = Store { root };
         if !s.root.join("oci-layout").exists() {
-            s.write_atomic(Path::new("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            s.write_atomic(
+                Path::new("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
         }
         if !s.root.join("index.json").exists() {
             let _l = s.lock(true)?;
@@ -233,10 +240,16 @@ impl Store {
     pub fn lock(&self, exclusive: bool) -> Result<StoreLock> {
         let key = self.root.join(".lock");
         {
-            let mut m = held_locks().lock().map_err(|_| Error::Invalid("store lock table poisoned".into()))?;
+            let mut m = held_locks()
+                .lock()
+                .map_err(|_| Error::Invalid("store lock table poisoned".into()))?;
             if let Some(c) = m.get_mut(&key) {
                 *c += 1;
-                return Ok(StoreLock { _file: None, key, exclusive: false });
+                return Ok(StoreLock {
+                    _file: None,
+                    key,
+                    exclusive: false,
+                });
             }
         }
         let mut l = self.flock(".lock", exclusive)?;
@@ -255,7 +268,11 @@ impl Store {
             .write(true)
             .open(&p)
             .map_err(|e| Error::at("opening lock", &p, e))?;
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         loop {
             // SAFETY: plain syscall on an owned fd.
             let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
@@ -267,7 +284,11 @@ impl Store {
                 return Err(Error::at("locking", &p, e));
             }
         }
-        Ok(StoreLock { _file: Some(f), key: PathBuf::new(), exclusive })
+        Ok(StoreLock {
+            _file: Some(f),
+            key: PathBuf::new(),
+            exclusive,
+        })
     }
 
     /// Write a file in the store atomically (temp file in tmp/, fsync, rename).
@@ -275,15 +296,22 @@ impl Store {
         let dest = self.root.join(rel);
         let mut t = tempfile::NamedTempFile::new_in(self.tmp_dir())
             .map_err(|e| Error::at("creating temp file in", &self.tmp_dir(), e))?;
-        t.write_all(data).map_err(|e| Error::at("writing", &dest, e))?;
-        t.as_file().sync_all().map_err(|e| Error::at("syncing", &dest, e))?;
-        t.persist(&dest).map_err(|e| Error::at("renaming into", &dest, e.error))?;
+        t.write_all(data)
+            .map_err(|e| Error::at("writing", &dest, e))?;
+        t.as_file()
+            .sync_all()
+            .map_err(|e| Error::at("syncing", &dest, e))?;
+        t.persist(&dest)
+            .map_err(|e| Error::at("renaming into", &dest, e.error))?;
         Ok(())
     }
 
     /// Path of a blob (digest validated first).
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.root.join("blobs/sha256").join(digest::hex_part(digest)?))
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(digest::hex_part(digest)?))
     }
 
     /// Whether the store holds a blob.
@@ -297,7 +325,10 @@ impl Store {
         let p = self.blob_path(digest)?;
         let f = File::open(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::Invalid(format!("blob {digest} is missing from the store ({})", p.display()))
+                Error::Invalid(format!(
+                    "blob {digest} is missing from the store ({})",
+                    p.display()
+                ))
             } else {
                 Error::at("opening blob", &p, e)
             }
@@ -316,7 +347,8 @@ impl Store {
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let mut r = self.open_blob(digest, None)?;
         let mut buf = Vec::new();
-        r.read_to_end(&mut buf).map_err(|e| blob_read_error(digest, e))?;
+        r.read_to_end(&mut buf)
+            .map_err(|e| blob_read_error(digest, e))?;
         Ok(buf)
     }
 
@@ -360,7 +392,9 @@ impl Store {
         let src = src_layout.join("blobs/sha256").join(hex);
         if self.has_blob(digest) {
             return fs::metadata(&src).map(|m| m.len()).or_else(|_| {
-                fs::metadata(self.blob_path(digest)?).map(|m| m.len()).map_err(|e| Error::at("stat", &src, e))
+                fs::metadata(self.blob_path(digest)?)
+                    .map(|m| m.len())
+                    .map_err(|e| Error::at("stat", &src, e))
             });
         }
         let mut f = File::open(&src).map_err(|e| Error::at("opening blob", &src, e))?;
@@ -392,13 +426,20 @@ impl Store {
         let _l = self.flock(".index.lock", true)?;
         let mut idx = self.read_index()?;
         let r = f(&mut idx)?;
-        let data = serde_json::to_vec(&idx).map_err(|e| Error::json("serializing index.json", e))?;
+        let data =
+            serde_json::to_vec(&idx).map_err(|e| Error::json("serializing index.json", e))?;
         self.write_atomic(Path::new("index.json"), &data)?;
         Ok(r)
     }
 
     /// Point `NAME[:TAG]` at a manifest (replacing any previous holder of that name).
-    pub fn tag_manifest(&self, name: &str, digest: &str, size: u64, media_type: &str) -> Result<()> {
+    pub fn tag_manifest(
+        &self,
+        name: &str,
+        digest: &str,
+        size: u64,
+        media_type: &str,
+    ) -> Result<()> {
         let full = full_name(name)?;
         let desc = make_descriptor(media_type, digest, size, Some(&full))?;
         self.update_index(|idx| {
@@ -416,7 +457,12 @@ impl Store {
 
     /// Tag an image under a (new) name.
     pub fn tag(&self, image: &Image, name: &str) -> Result<()> {
-        self.tag_manifest(name, &image.manifest_digest, image.manifest_size, &image.manifest_media_type)
+        self.tag_manifest(
+            name,
+            &image.manifest_digest,
+            image.manifest_size,
+            &image.manifest_media_type,
+        )
     }
 
     /// Remove a name; blobs stay until `gc`.
@@ -492,7 +538,11 @@ impl Store {
             name: None,
             manifest_digest: digest,
             manifest_size: bytes.len() as u64,
-            manifest_media_type: if real_mt.is_empty() { OCI_MANIFEST.to_string() } else { real_mt },
+            manifest_media_type: if real_mt.is_empty() {
+                OCI_MANIFEST.to_string()
+            } else {
+                real_mt
+            },
             manifest,
             config_digest,
             config,
@@ -529,14 +579,19 @@ impl Store {
 
     /// Write a layer from a producer of its uncompressed tar stream (gzip-compressed in the
     /// store). Returns digest, diff_id and size.
-    pub fn write_layer(&self, produce: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<LayerInfo> {
+    pub fn write_layer(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<LayerInfo> {
         let _lock = self.lock(false)?;
         let bw = self.blob_writer()?;
         let gz = flate2::write::GzEncoder::new(bw, flate2::Compression::new(1));
         let mut tarw = HashWriter::new(gz);
         produce(&mut tarw)?;
         let (gz, diff_id, _) = tarw.finish();
-        let bw = gz.finish().map_err(|e| Error::io("finishing gzip layer", e))?;
+        let bw = gz
+            .finish()
+            .map_err(|e| Error::io("finishing gzip layer", e))?;
         let (digest, size) = bw.commit(None)?;
         Ok(LayerInfo {
             digest,
@@ -549,16 +604,26 @@ impl Store {
     /// Write a new image on top of `base` (or from scratch): append `layers` (with one history
     /// entry each) and `empty_history` entries, use `config` as the runtime config, and return it.
     /// The image is not tagged; call [`Store::tag`].
-    pub fn create_image(&self, base: Option<&Image>, runtime_config: Option<oci_spec::image::Config>, layers: &[(LayerInfo, History)], empty_history: &[History]) -> Result<Image> {
+    pub fn create_image(
+        &self,
+        base: Option<&Image>,
+        runtime_config: Option<oci_spec::image::Config>,
+        layers: &[(LayerInfo, History)],
+        empty_history: &[History],
+    ) -> Result<Image> {
         let _lock = self.lock(false)?;
-        let mut layer_descs: Vec<Descriptor> = base.map(|b| b.manifest.layers().clone()).unwrap_or_default();
+        let mut layer_descs: Vec<Descriptor> = base
+            .map(|b| b.manifest.layers().clone())
+            .unwrap_or_default();
         let mut diff_ids: Vec<String> = base.map(|b| b.diff_ids()).unwrap_or_default();
         let mut cfg_json: Value = match base {
             Some(b) => {
                 let raw = self.read_blob(&b.config_digest)?;
                 serde_json::from_slice(&raw).map_err(|e| Error::json("parsing base config", e))?
             }
-            None => serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "history": []}),
+            None => {
+                serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "history": []})
+            }
         };
         let now = now_rfc3339();
         let mut hist: Vec<Value> = cfg_json
@@ -576,10 +641,16 @@ impl Store {
         }
         if let Some(obj) = cfg_json.as_object_mut() {
             obj.insert("created".into(), Value::String(now.clone()));
-            obj.insert("rootfs".into(), serde_json::json!({"type": "layers", "diff_ids": diff_ids}));
+            obj.insert(
+                "rootfs".into(),
+                serde_json::json!({"type": "layers", "diff_ids": diff_ids}),
+            );
             obj.insert("history".into(), Value::Array(hist));
             if let Some(rc) = runtime_config {
-                obj.insert("config".into(), serde_json::to_value(rc).map_err(|e| Error::json("serializing config", e))?);
+                obj.insert(
+                    "config".into(),
+                    serde_json::to_value(rc).map_err(|e| Error::json("serializing config", e))?,
+                );
             }
             // Docker-only fields describing the old container make no sense for the new image.
             obj.remove("container_config");
@@ -587,19 +658,21 @@ impl Store {
             obj.remove("id");
             obj.remove("parent");
         }
-        let cfg_bytes = serde_json::to_vec(&cfg_json).map_err(|e| Error::json("serializing config", e))?;
+        let cfg_bytes =
+            serde_json::to_vec(&cfg_json).map_err(|e| Error::json("serializing config", e))?;
         let config_digest = self.put_blob(&cfg_bytes)?;
         let manifest_json = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": cfg_bytes.len()},
             "layers": layer_descs.iter().map(|d| serde_json::json!({
-                "mediaType": oci_layer_type(&d.media_type().to_string()),
+                "mediaType": oci_layer_type(d.media_type().as_ref()),
                 "digest": d.digest().to_string(),
                 "size": d.size(),
             })).collect::<Vec<_>>(),
         });
-        let mbytes = serde_json::to_vec(&manifest_json).map_err(|e| Error::json("serializing manifest", e))?;
+        let mbytes = serde_json::to_vec(&manifest_json)
+            .map_err(|e| Error::json("serializing manifest", e))?;
         let mdigest = self.put_blob(&mbytes)?;
         let d = make_descriptor(OCI_MANIFEST, &mdigest, mbytes.len() as u64, None)?;
         self.image_from_descriptor(&d, None)
@@ -618,8 +691,12 @@ impl Store {
             if !keep.insert(dg.clone()) {
                 continue;
             }
-            let Ok(bytes) = self.read_blob(&dg) else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            let Ok(bytes) = self.read_blob(&dg) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
             if let Some(ms) = v.get("manifests").and_then(|m| m.as_array()) {
                 for m in ms {
                     if let Ok(d) = serde_json::from_value::<Descriptor>(m.clone()) {
@@ -627,11 +704,16 @@ impl Store {
                     }
                 }
             }
-            if let Some(c) = v.get("config").and_then(|c| c.get("digest")).and_then(|d| d.as_str()) {
+            if let Some(c) = v
+                .get("config")
+                .and_then(|c| c.get("digest"))
+                .and_then(|d| d.as_str())
+            {
                 keep.insert(c.to_string());
                 if let Ok(cb) = self.read_blob(c) {
                     if let Ok(cv) = serde_json::from_slice::<Value>(&cb) {
-                        if let Some(ids) = cv.pointer("/rootfs/diff_ids").and_then(|x| x.as_array()) {
+                        if let Some(ids) = cv.pointer("/rootfs/diff_ids").and_then(|x| x.as_array())
+                        {
                             for id in ids.iter().filter_map(|x| x.as_str()) {
                                 keep_layers.insert(id.trim_start_matches("sha256:").to_string());
                             }
@@ -663,10 +745,14 @@ impl Store {
         for e in fs::read_dir(&ldir).map_err(|e| Error::at("listing", &ldir, e))? {
             let e = e.map_err(|e| Error::at("listing", &ldir, e))?;
             let name = e.file_name().to_string_lossy().to_string();
-            if name == "empty" || keep_layers.contains(&name) || mounted.iter().any(|m| m == &e.path()) {
+            if name == "empty"
+                || keep_layers.contains(&name)
+                || mounted.iter().any(|m| m == &e.path())
+            {
                 continue;
             }
-            crate::fsops::remove_tree(&e.path()).map_err(|x| Error::at("removing cached layer", &e.path(), x))?;
+            crate::fsops::remove_tree(&e.path())
+                .map_err(|x| Error::at("removing cached layer", &e.path(), x))?;
             lremoved += 1;
         }
         let tdir = self.tmp_dir();
@@ -713,9 +799,15 @@ pub fn now_rfc3339() -> String {
 
 fn oci_layer_type(mt: &str) -> String {
     match mt {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar".into(),
-        "application/vnd.docker.image.rootfs.diff.tar.zstd" => "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip".into()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => {
+            "application/vnd.oci.image.layer.v1.tar".into()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd".into()
+        }
         other => other.into(),
     }
 }
@@ -739,11 +831,18 @@ fn mounted_lowerdirs() -> Vec<PathBuf> {
 
 /// Read the ref-name annotation of an index entry.
 pub fn ref_name(d: &Descriptor) -> Option<String> {
-    d.annotations().as_ref().and_then(|a| a.get(REF_NAME).cloned())
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME).cloned())
 }
 
 /// Build a descriptor.
-pub fn make_descriptor(media_type: &str, digest: &str, size: u64, name: Option<&str>) -> Result<Descriptor> {
+pub fn make_descriptor(
+    media_type: &str,
+    digest: &str,
+    size: u64,
+    name: Option<&str>,
+) -> Result<Descriptor> {
     let dg = oci_spec::image::Digest::from_str(digest)
         .map_err(|e| Error::Invalid(format!("malformed digest {digest:?}: {e}")))?;
     let mut d = Descriptor::new(MediaType::from(media_type), size, dg);
@@ -760,7 +859,10 @@ pub fn read_index_file(layout: &Path) -> Result<ImageIndex> {
     let p = layout.join("index.json");
     let bytes = fs::read(&p).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            Error::Invalid(format!("{} is missing: not an OCI image layout", p.display()))
+            Error::Invalid(format!(
+                "{} is missing: not an OCI image layout",
+                p.display()
+            ))
         } else {
             Error::at("reading", &p, e)
         }
@@ -792,7 +894,9 @@ pub fn select_platform(idx: &ImageIndex, platform: Option<&str>) -> Result<Descr
             }
         }
     }
-    Err(Error::NotFound(format!("no manifest for platform {want} in image index")))
+    Err(Error::NotFound(format!(
+        "no manifest for platform {want} in image index"
+    )))
 }
 
 /// A blob reader that verifies digest (and size) when it reaches EOF.
@@ -817,7 +921,10 @@ impl Read for VerifiedBlob {
             self.done = true;
             let got = digest::finish(std::mem::take(&mut self.hasher));
             if got != self.expected {
-                return Err(io::Error::other(format!("{DIGEST_MARK}|{}|{got}", self.expected)));
+                return Err(io::Error::other(format!(
+                    "{DIGEST_MARK}|{}|{got}",
+                    self.expected
+                )));
             }
             if let Some(s) = self.size {
                 if s != self.count {
@@ -895,7 +1002,8 @@ impl BlobWriter {
         }
         let dest = self.root.join("blobs/sha256").join(digest::hex_part(&d)?);
         if !dest.exists() {
-            t.persist(&dest).map_err(|e| Error::at("renaming blob into", &dest, e.error))?;
+            t.persist(&dest)
+                .map_err(|e| Error::at("renaming blob into", &dest, e.error))?;
         }
         Ok((d, n))
     }

@@ -45,7 +45,10 @@ impl<W: Write> TarWriter<W> {
     pub fn new(w: W) -> Self {
         let mut b = tar::Builder::new(w);
         b.mode(tar::HeaderMode::Complete);
-        TarWriter { b, links: HashMap::new() }
+        TarWriter {
+            b,
+            links: HashMap::new(),
+        }
     }
 
     /// Finish the archive and return the writer.
@@ -108,11 +111,18 @@ impl<W: Write> TarWriter<W> {
         h.set_mtime(0);
         h.set_uid(0);
         h.set_gid(0);
-        self.b.append_data(&mut h, Path::new(OsStr::from_bytes(p)), io::empty())
+        self.b
+            .append_data(&mut h, Path::new(OsStr::from_bytes(p)), io::empty())
     }
 
     /// Append the node `name` in `dir` as tar path `rel` (no trailing slash).
-    pub fn append_node(&mut self, dir: RawFd, name: &OsStr, rel: &[u8], st: &libc::stat) -> Result<()> {
+    pub fn append_node(
+        &mut self,
+        dir: RawFd,
+        name: &OsStr,
+        rel: &[u8],
+        st: &libc::stat,
+    ) -> Result<()> {
         let ctx = || format!("archiving {:?}", String::from_utf8_lossy(rel));
         let kind = st.st_mode & libc::S_IFMT;
         let mut h = tar::Header::new_gnu();
@@ -146,11 +156,15 @@ impl<W: Write> TarWriter<W> {
                 // Guard against the file changing size under us.
                 use std::io::Read;
                 let reader = f.take(st.st_size as u64);
-                let mut padded = PadReader { inner: reader, left: st.st_size as u64 };
+                let mut padded = PadReader {
+                    inner: reader,
+                    left: st.st_size as u64,
+                };
                 self.b.append_data(&mut h, path, &mut padded).ctx(ctx)?;
             }
             libc::S_IFDIR => {
-                let fd = fsops::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx(ctx)?;
+                let fd =
+                    fsops::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx(ctx)?;
                 let x = fsops::list_xattrs_fd(fd.as_raw_fd(), false).ctx(ctx)?;
                 self.pax(rel, &x).ctx(ctx)?;
                 h.set_entry_type(tar::EntryType::Directory);
@@ -231,18 +245,20 @@ fn join_rel(prefix: &[u8], name: &OsStr) -> Vec<u8> {
     r
 }
 
+/// Visitor of [`walk`]: (parent fd, name, relative path, stat) -> what to do next.
+pub type Visitor<'a> = dyn FnMut(RawFd, &OsStr, &[u8], &libc::stat) -> Result<Walk> + 'a;
+
 /// Walk a tree without following symlinks; children sorted by name. The visitor gets
 /// (parent fd, name, relative path, stat).
-pub fn walk(
-    dir: RawFd,
-    prefix: &[u8],
-    visit: &mut dyn FnMut(RawFd, &OsStr, &[u8], &libc::stat) -> Result<Walk>,
-) -> Result<()> {
-    let mut names = fsops::read_dir_names(dir).map_err(|e| Error::io(format!("listing {:?}", String::from_utf8_lossy(prefix)), e))?;
+pub fn walk(dir: RawFd, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+    let mut names = fsops::read_dir_names(dir)
+        .map_err(|e| Error::io(format!("listing {:?}", String::from_utf8_lossy(prefix)), e))?;
     names.sort();
     for name in names {
         let rel = join_rel(prefix, &name);
-        let Some(st) = fsops::lstat_at(dir, &name).map_err(|e| Error::io(format!("stat {:?}", String::from_utf8_lossy(&rel)), e))? else {
+        let Some(st) = fsops::lstat_at(dir, &name)
+            .map_err(|e| Error::io(format!("stat {:?}", String::from_utf8_lossy(&rel)), e))?
+        else {
             continue;
         };
         let w = visit(dir, &name, &rel, &st)?;
@@ -271,9 +287,35 @@ pub fn write_dir<W: Write>(root: &Path, w: W) -> Result<W> {
 pub struct Exclusions {
     /// Volume mount points (relative, no leading slash): the dir is kept, its content is not.
     pub volumes: Vec<Vec<u8>>,
+    /// Runtime mount points (`proc`, `sys`, `dev`) that the image did not have: when the runtime
+    /// created them as empty directories they are not committed.
+    pub new_runtime_dirs: Vec<Vec<u8>>,
 }
 
+/// Top-level directories a runtime creates as mount points.
+pub const RUNTIME_DIRS: &[&str] = &["proc", "sys", "dev"];
+
 impl Exclusions {
+    fn skip_empty_runtime_dir(
+        &self,
+        dir: RawFd,
+        name: &OsStr,
+        rel: &[u8],
+        st: &libc::stat,
+    ) -> bool {
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR
+            || !self.new_runtime_dirs.iter().any(|d| d.as_slice() == rel)
+        {
+            return false;
+        }
+        match fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0) {
+            Ok(fd) => fsops::read_dir_names(fd.as_raw_fd())
+                .map(|n| n.is_empty())
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
     fn check(&self, rel: &[u8]) -> Option<Walk> {
         if RUNTIME_FILES.iter().any(|f| f.as_bytes() == rel) {
             return None;
@@ -295,18 +337,28 @@ pub fn write_overlay_upper<W: Write>(upper: &Path, excl: &Exclusions, w: W) -> R
     let rfd = fsops::open_dir(upper)?;
     let mut tw = TarWriter::new(w);
     walk(rfd.as_raw_fd(), b"", &mut |d, n, rel, st| {
-        let Some(mut next) = excl.check(rel) else { return Ok(Walk::Skip) };
+        let Some(mut next) = excl.check(rel) else {
+            return Ok(Walk::Skip);
+        };
+        if excl.skip_empty_runtime_dir(d, n, rel, st) {
+            return Ok(Walk::Skip);
+        }
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFCHR && st.st_rdev == 0 {
-            tw.whiteout(rel).ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(rel)))?;
+            tw.whiteout(rel)
+                .ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(rel)))?;
             return Ok(Walk::Skip);
         }
         tw.append_node(d, n, rel, st)?;
         if kind == libc::S_IFDIR {
             let fd = fsops::openat(d, n, libc::O_PATH | libc::O_DIRECTORY, 0)
                 .ctx(|| format!("open {}", String::from_utf8_lossy(rel)))?;
-            if fsops::get_xattr_fd(fd.as_raw_fd(), OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref() == Some(b"y") {
-                tw.opaque(rel).ctx(|| format!("writing opaque marker for {}", String::from_utf8_lossy(rel)))?;
+            if fsops::get_xattr_fd(fd.as_raw_fd(), OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref()
+                == Some(b"y")
+            {
+                tw.opaque(rel).ctx(|| {
+                    format!("writing opaque marker for {}", String::from_utf8_lossy(rel))
+                })?;
             }
         } else {
             next = Walk::Skip;
@@ -379,11 +431,14 @@ pub fn snapshot(root: &Path) -> Result<Snapshot> {
 
 /// Serialize a snapshot compactly (one JSON line per path, path as byte array when not UTF-8).
 pub fn save_snapshot(snap: &Snapshot, path: &Path) -> Result<()> {
-    let mut out = io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::at("creating", path, e))?);
+    let mut out = io::BufWriter::new(
+        std::fs::File::create(path).map_err(|e| Error::at("creating", path, e))?,
+    );
     for (k, v) in snap {
         let line = serde_json::json!([k.as_bytes(), v]);
         serde_json::to_writer(&mut out, &line).map_err(|e| Error::json("writing snapshot", e))?;
-        out.write_all(b"\n").map_err(|e| Error::at("writing", path, e))?;
+        out.write_all(b"\n")
+            .map_err(|e| Error::at("writing", path, e))?;
     }
     out.flush().map_err(|e| Error::at("writing", path, e))
 }
@@ -393,15 +448,20 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot> {
     let data = std::fs::read(path).map_err(|e| Error::at("reading", path, e))?;
     let mut snap = Snapshot::new();
     for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let (k, v): (Vec<u8>, NodeState) =
-            serde_json::from_slice(line).map_err(|e| Error::json(format!("parsing {}", path.display()), e))?;
+        let (k, v): (Vec<u8>, NodeState) = serde_json::from_slice(line)
+            .map_err(|e| Error::json(format!("parsing {}", path.display()), e))?;
         snap.insert(OsString::from_vec(k), v);
     }
     Ok(snap)
 }
 
 /// Write the changes of a copy-mode rootfs relative to its unpack-time snapshot as a layer tar.
-pub fn write_copy_diff<W: Write>(root: &Path, before: &Snapshot, excl: &Exclusions, w: W) -> Result<W> {
+pub fn write_copy_diff<W: Write>(
+    root: &Path,
+    before: &Snapshot,
+    excl: &Exclusions,
+    w: W,
+) -> Result<W> {
     let rfd: OwnedFd = fsops::open_dir(root)?;
     let mut tw = TarWriter::new(w);
     let mut seen: std::collections::HashSet<OsString> = std::collections::HashSet::new();
@@ -415,6 +475,9 @@ pub fn write_copy_diff<W: Write>(root: &Path, before: &Snapshot, excl: &Exclusio
         seen.insert(key.clone());
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             seen_dirs.insert(key.clone());
+        }
+        if !before.contains_key(&key) && excl.skip_empty_runtime_dir(d, n, rel, st) {
+            return Ok(Walk::Skip);
         }
         let now = NodeState::of(st);
         let changed = match before.get(&key) {
@@ -443,7 +506,8 @@ pub fn write_copy_diff<W: Write>(root: &Path, before: &Snapshot, excl: &Exclusio
             None => false,
         };
         if !parent_gone {
-            tw.whiteout(kb).ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(kb)))?;
+            tw.whiteout(kb)
+                .ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(kb)))?;
         }
     }
     tw.finish().map_err(|e| Error::io("finishing tar", e))

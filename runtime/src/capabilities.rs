@@ -228,9 +228,18 @@ fn apply_ambient(ambient: u64) -> Result<(), CapError> {
             )
         };
         if rc != 0 {
-            return Err(errno(
-                "raising an ambient capability (it must be permitted and inheritable)",
-            ));
+            let err = std::io::Error::last_os_error();
+            // A capability that is not both permitted and inheritable cannot be ambient. runc
+            // ignores these (its default spec lists ambient caps without inheritable ones), so
+            // skiff does the same and leaves it out of the ambient set.
+            if err.raw_os_error() == Some(libc::EPERM) {
+                tracing::debug!(cap, "ambient capability not raised: not permitted+inheritable");
+                continue;
+            }
+            return Err(CapError::Sys {
+                context: "raising an ambient capability",
+                source: err,
+            });
         }
     }
     Ok(())

@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long)]
     systemd_cgroup: bool,
     /// Ignore cgroup permission errors ('true', 'false', or 'auto').
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "value")]
     rootless: Option<String>,
     /// Path to the criu binary used for checkpoint and restore (accepted, unused).
     #[arg(long)]
@@ -173,7 +173,7 @@ mod tests {
         assert!(
             matches!(c.command, Command::Exec(ref a) if a.tty && a.command == ["sh", "-c", "x"])
         );
-        let c = Cli::try_parse_from(["skiff", "--rootless", "run", "c"]).expect("rootless");
+        let c = Cli::try_parse_from(["skiff", "--rootless=true", "run", "c"]).expect("rootless");
         assert_eq!(c.rootless.as_deref(), Some("true"));
         let c = Cli::try_parse_from(["skiff", "list", "-q"]).expect("list");
         assert!(matches!(c.command, Command::List(ref a) if a.quiet));

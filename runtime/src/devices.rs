@@ -103,7 +103,10 @@ pub fn validate_device(i: usize, d: &LinuxDevice) -> Result<Device, String> {
         ));
     }
     if path == Path::new("/") || path == Path::new("/dev") {
-        return Err(format!("{field}.path {:?} is not a device path", path.display()));
+        return Err(format!(
+            "{field}.path {:?} is not a device path",
+            path.display()
+        ));
     }
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => DevKind::Char,
@@ -214,8 +217,15 @@ pub fn create_device(root: BorrowedFd<'_>, dev: &Device, host_bind: bool) -> io:
         return Err(io::Error::last_os_error());
     }
     // SAFETY: valid fd; AT_EMPTY_PATH chowns the node itself.
-    if unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), dev.uid, dev.gid, libc::AT_EMPTY_PATH) }
-        != 0
+    if unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dev.uid,
+            dev.gid,
+            libc::AT_EMPTY_PATH,
+        )
+    } != 0
     {
         return Err(io::Error::last_os_error());
     }
@@ -230,8 +240,8 @@ fn bind_host_device(
 ) -> io::Result<()> {
     // The host node must be exactly the device asked for, never something else at that path.
     let host = std::fs::File::options()
-        .read(false)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&dev.path)
         .map_err(|e| io::Error::new(e.kind(), format!("host {}: {e}", dev.path.display())))?;
     if !node_matches(host.as_fd(), dev)? {
@@ -330,17 +340,22 @@ mod tests {
     fn defaults_present() {
         let d = default_devices();
         assert_eq!(d.len(), 6);
-        let null = d.iter().find(|d| d.path == Path::new("/dev/null")).expect("null");
+        let null = d
+            .iter()
+            .find(|d| d.path == Path::new("/dev/null"))
+            .expect("null");
         assert_eq!((null.major, null.minor, null.mode), (1, 3, 0o666));
     }
 
     #[test]
     fn validation() {
         assert!(validate_device(0, &dev("/dev/fuse", LinuxDeviceType::C, 10, 229)).is_ok());
-        let e = validate_device(3, &dev("dev/x", LinuxDeviceType::C, 1, 1)).unwrap_err();
+        let e = validate_device(3, &dev("dev/x", LinuxDeviceType::C, 1, 1))
+            .expect_err("must be rejected");
         assert!(e.contains("linux.devices[3].path"), "{e}");
         assert!(validate_device(0, &dev("/dev/../etc/x", LinuxDeviceType::C, 1, 1)).is_err());
-        let e = validate_device(1, &dev("/dev/x", LinuxDeviceType::A, 1, 1)).unwrap_err();
+        let e = validate_device(1, &dev("/dev/x", LinuxDeviceType::A, 1, 1))
+            .expect_err("must be rejected");
         assert!(e.contains("type"), "{e}");
         assert!(validate_device(0, &dev("/dev/x", LinuxDeviceType::C, -1, 1)).is_err());
         assert!(validate_device(0, &dev("/dev/x", LinuxDeviceType::B, 1, 0x100000)).is_err());
@@ -354,8 +369,16 @@ mod tests {
         let mut d = dev("/dev/null", LinuxDeviceType::C, 1, 3);
         d.set_file_mode(Some(0o600));
         let list = device_list(&[d]).expect("ok");
-        assert_eq!(list.iter().filter(|d| d.path == Path::new("/dev/null")).count(), 1);
-        let null = list.iter().find(|d| d.path == Path::new("/dev/null")).expect("null");
+        assert_eq!(
+            list.iter()
+                .filter(|d| d.path == Path::new("/dev/null"))
+                .count(),
+            1
+        );
+        let null = list
+            .iter()
+            .find(|d| d.path == Path::new("/dev/null"))
+            .expect("null");
         assert_eq!(null.mode, 0o600);
     }
 

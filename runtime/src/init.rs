@@ -335,8 +335,6 @@ fn run_create(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         }
     };
     drop(listener);
-    // SAFETY: our sync channel is no longer needed; the runtime may be gone.
-    unsafe { libc::close(chan.raw()) };
     let res = (|| -> Result<()> {
         if let Some(h) = hooks.start_container() {
             hooks::run("startContainer", h, &state_json)?;

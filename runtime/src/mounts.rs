@@ -159,8 +159,7 @@ impl MountOptions {
                 }
             } else if let Some(p) = parse_propagation(opt) {
                 o.propagation.push(p);
-            } else if let Some(&(_, clear, attr)) = REC_OPTIONS.iter().find(|(n, _, _)| *n == opt)
-            {
+            } else if let Some(&(_, clear, attr)) = REC_OPTIONS.iter().find(|(n, _, _)| *n == opt) {
                 let is_atime = attr & ATTR_ATIME != 0 || attr == ATTR_RELATIME;
                 if is_atime {
                     // Access-time attributes are one value: setting one replaces the others.
@@ -342,7 +341,9 @@ impl FsContext {
                 0,
             )
         };
-        check(r).map(|_| ()).map_err(|e| self.annotate(e, key, value))
+        check(r)
+            .map(|_| ())
+            .map_err(|e| self.annotate(e, key, value))
     }
 
     /// Attach the kernel's own message (read from the fs context fd) to an error.
@@ -351,13 +352,18 @@ impl FsContext {
         let mut buf = [0u8; 512];
         for _ in 0..8 {
             // SAFETY: buffer valid for its length.
-            let n = unsafe {
-                libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-            };
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break;
             }
-            let line = String::from_utf8_lossy(&buf[..n as usize]).trim().to_string();
+            let line = String::from_utf8_lossy(&buf[..n as usize])
+                .trim()
+                .to_string();
+            // Log lines are prefixed with their level ("e ", "w ", "i ").
+            let line = match line.split_once(' ') {
+                Some((lvl, rest)) if lvl.len() == 1 => rest.to_string(),
+                _ => line,
+            };
             msgs.push(line);
         }
         let what = match (key, value) {
@@ -401,9 +407,7 @@ impl FsContext {
                 attr as libc::c_uint,
             )
         };
-        check(r)
-            .map(own)
-            .map_err(|e| self.annotate(e, None, None))
+        check(r).map(own).map_err(|e| self.annotate(e, None, None))
     }
 }
 
@@ -576,11 +580,46 @@ mod tests {
     #[test]
     fn every_runc_flag_is_known() {
         for name in [
-            "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
-            "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime",
-            "relatime", "norelatime", "strictatime", "nostrictatime", "bind", "rbind", "private",
-            "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable",
-            "tmpcopyup", "idmap", "ridmap", "rro", "rrw", "rnoexec", "lazytime", "defaults",
+            "ro",
+            "rw",
+            "nosuid",
+            "suid",
+            "nodev",
+            "dev",
+            "noexec",
+            "exec",
+            "sync",
+            "async",
+            "dirsync",
+            "remount",
+            "mand",
+            "nomand",
+            "atime",
+            "noatime",
+            "diratime",
+            "nodiratime",
+            "relatime",
+            "norelatime",
+            "strictatime",
+            "nostrictatime",
+            "bind",
+            "rbind",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
+            "runbindable",
+            "tmpcopyup",
+            "idmap",
+            "ridmap",
+            "rro",
+            "rrw",
+            "rnoexec",
+            "lazytime",
+            "defaults",
         ] {
             assert!(opts(&[name]).data.is_empty(), "{name} was taken as data");
         }

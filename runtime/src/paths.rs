@@ -294,7 +294,10 @@ mod tests {
         let p = fd_path(fd.as_fd()).expect("path");
         assert!(p.starts_with(&root), "{}", p.display());
         assert!(!outside.join("sub").exists());
-        assert!(root.join(outside.strip_prefix("/").expect("abs")).join("sub").is_dir());
+        assert!(root
+            .join(outside.strip_prefix("/").expect("abs"))
+            .join("sub")
+            .is_dir());
         let fd = ensure_in_root(rfd.as_fd(), Path::new("/evil2/f"), NodeKind::File).expect("ok");
         assert!(fd_path(fd.as_fd()).expect("p").starts_with(&root));
         assert!(root.join("outside/f").is_file());

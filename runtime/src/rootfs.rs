@@ -70,9 +70,32 @@ const PROC_BIND_ALLOWED: &[&str] = &[
 
 /// Filesystem types accepted even if not (yet) listed in /proc/filesystems (module autoload).
 const AUTOLOAD_FS: &[&str] = &[
-    "overlay", "fuse", "squashfs", "nfs", "nfs4", "xfs", "btrfs", "ext4", "ext3", "ext2", "vfat",
-    "ramfs", "tracefs", "debugfs", "securityfs", "configfs", "binfmt_misc", "bpf", "hugetlbfs",
-    "mqueue", "cgroup", "cgroup2", "devpts", "tmpfs", "proc", "sysfs",
+    "overlay",
+    "fuse",
+    "squashfs",
+    "nfs",
+    "nfs4",
+    "xfs",
+    "btrfs",
+    "ext4",
+    "ext3",
+    "ext2",
+    "vfat",
+    "ramfs",
+    "tracefs",
+    "debugfs",
+    "securityfs",
+    "configfs",
+    "binfmt_misc",
+    "bpf",
+    "hugetlbfs",
+    "mqueue",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "tmpfs",
+    "proc",
+    "sysfs",
 ];
 
 /// What kind of mount an OCI `mounts[i]` entry is.
@@ -170,7 +193,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
     sysctl::validate(spec).map_err(RootfsError::Invalid)?;
     for (field, list) in [
         ("maskedPaths", linux.and_then(|l| l.masked_paths().as_ref())),
-        ("readonlyPaths", linux.and_then(|l| l.readonly_paths().as_ref())),
+        (
+            "readonlyPaths",
+            linux.and_then(|l| l.readonly_paths().as_ref()),
+        ),
     ] {
         for (i, p) in list.into_iter().flatten().enumerate() {
             if !Path::new(p).is_absolute() {
@@ -220,9 +246,8 @@ fn validate_mount(
                 "{name}: unknown mount option {bad:?} for a bind mount"
             )));
         }
-        let src = bind_source(bundle, m).ok_or_else(|| {
-            RootfsError::Invalid(format!("{name}: bind mount without a source"))
-        })?;
+        let src = bind_source(bundle, m)
+            .ok_or_else(|| RootfsError::Invalid(format!("{name}: bind mount without a source")))?;
         std::fs::metadata(&src).map_err(sys(format!("{name}: source {}", src.display())))?;
     }
     if opts.idmap.is_some() {
@@ -280,13 +305,11 @@ pub fn prepare(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
         mount_one(ctx, &rootfs, root.as_fd(), i, m)?;
     }
 
-    let dev_is_bound = all.iter().any(|m| {
-        m.destination() == Path::new("/dev") && mount_options(m).is_bind()
-    });
+    let dev_is_bound = all
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && mount_options(m).is_bind());
     if !dev_is_bound {
-        let cfg = linux
-            .and_then(|l| l.devices().as_deref())
-            .unwrap_or(&[]);
+        let cfg = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
         let list = devices::device_list(cfg).map_err(RootfsError::Invalid)?;
         for d in &list {
             devices::create_device(root.as_fd(), d, ctx.in_user_ns)
@@ -322,7 +345,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -365,9 +388,8 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         .max_by_key(|m| m.mountpoint.components().count());
     if let Some(p) = parent {
         if p.optional.contains("shared:") {
-            mounts::mount_path(None, &p.mountpoint, None, libc::MS_PRIVATE, None).map_err(
-                sys(format!("make {} private", p.mountpoint.display())),
-            )?;
+            mounts::mount_path(None, &p.mountpoint, None, libc::MS_PRIVATE, None)
+                .map_err(sys(format!("make {} private", p.mountpoint.display())))?;
         }
     }
     Ok(())
@@ -415,7 +437,11 @@ fn mount_one(
 ) -> Result<(), RootfsError> {
     let dest = m.destination();
     let typ = mount_type(m);
-    let name = format!("mounts[{i}] ({} on {})", if typ.is_empty() { "bind" } else { typ }, dest.display());
+    let name = format!(
+        "mounts[{i}] ({} on {})",
+        if typ.is_empty() { "bind" } else { typ },
+        dest.display()
+    );
     if !paths::is_clean_absolute(dest) {
         return Err(RootfsError::Invalid(format!(
             "{name}: destination must be absolute without '..'"
@@ -458,12 +484,8 @@ fn mount_bind(
         return mounts::set_attr(dfd.as_fd(), false, set, clr, 0, None)
             .map_err(sys(format!("{name}: remount")));
     }
-    let tree = mounts::clone_tree(
-        BorrowedFd::from(unsafe_cwd()),
-        &src,
-        opts.is_recursive(),
-    )
-    .map_err(sys(format!("{name}: open_tree {}", src.display())))?;
+    let tree = mounts::clone_tree(unsafe_cwd(), &src, opts.is_recursive())
+        .map_err(sys(format!("{name}: open_tree {}", src.display())))?;
     let (set, clr) = opts.mount_attr();
     mounts::set_attr(tree.as_fd(), false, set, clr, 0, None)
         .map_err(sys(format!("{name}: set mount flags")))?;
@@ -472,7 +494,8 @@ fn mount_bind(
             .map_err(sys(format!("{name}: set recursive mount flags")))?;
     }
     if let Some(idmap) = opts.idmap {
-        let userns = idmap_userns(m).map_err(sys(format!("{name}: create id-map user namespace")))?;
+        let userns =
+            idmap_userns(m).map_err(sys(format!("{name}: create id-map user namespace")))?;
         mounts::set_attr(
             tree.as_fd(),
             idmap == Idmap::Recursive,
@@ -481,7 +504,9 @@ fn mount_bind(
             0,
             Some(userns.as_fd()),
         )
-        .map_err(sys(format!("{name}: id-map the mount (kernel or filesystem may not support it)")))?;
+        .map_err(sys(format!(
+            "{name}: id-map the mount (kernel or filesystem may not support it)"
+        )))?;
     }
     mounts::attach(tree.as_fd(), dfd.as_fd()).map_err(sys(format!("{name}: move_mount")))?;
     mounts::apply_propagation(tree.as_fd(), &opts.propagation)
@@ -606,6 +631,10 @@ fn copy_tree(from: &Path, to: &Path, depth: usize) -> io::Result<()> {
 }
 
 /// A user namespace fd with the mount's uid/gid mappings, for `MOUNT_ATTR_IDMAP`.
+///
+/// A short-lived child unshares a user namespace and reports its pid *as /proc sees it* (the init
+/// may be in a new pid namespace while /proc is still the host's), the parent writes the maps and
+/// opens the namespace, then the child exits.
 fn idmap_userns(m: &Mount) -> io::Result<OwnedFd> {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{fork, ForkResult};
@@ -616,35 +645,47 @@ fn idmap_userns(m: &Mount) -> io::Result<OwnedFd> {
     }
     let uid = fmt(m.uid_mappings().as_deref().unwrap_or(&[]));
     let gid = fmt(m.gid_mappings().as_deref().unwrap_or(&[]));
-    let (rd, wr) = nix::unistd::pipe().map_err(io::Error::from)?;
-    // SAFETY: the child only calls async-signal-safe functions (unshare, write, read, _exit).
+    let (done_rd, done_wr) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let (pid_rd, pid_wr) = nix::unistd::pipe().map_err(io::Error::from)?;
+    // SAFETY: the child only calls async-signal-safe functions (unshare, readlink, write, read, _exit).
     match unsafe { fork() }.map_err(io::Error::from)? {
         ForkResult::Child => {
-            drop(wr);
-            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            drop(done_wr);
+            drop(pid_rd);
+            if unshare(CloneFlags::CLONE_NEWUSER).is_ok() {
+                let mut buf = [0u8; 32];
+                // SAFETY: readlink into a stack buffer; "/proc/self" names our pid in /proc's namespace.
+                let n = unsafe {
+                    libc::readlink(c"/proc/self".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n > 0 {
+                    // SAFETY: write n bytes of our buffer to the pipe.
+                    unsafe { libc::write(pid_wr.as_raw_fd(), buf.as_ptr().cast(), n as usize) };
+                }
+            }
+            drop(pid_wr);
             let mut b = [0u8; 1];
             // SAFETY: blocking read on our pipe until the parent is done with our namespace.
-            unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            unsafe { libc::read(done_rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
             // SAFETY: _exit is always safe in a forked child.
-            unsafe { libc::_exit(i32::from(!ok)) }
+            unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => {
-            drop(rd);
+            drop(done_rd);
+            drop(pid_wr);
             let res = (|| {
-                // Wait until the child has its own user namespace (bounded).
-                let own = std::fs::read_link("/proc/self/ns/user")?;
-                for _ in 0..1000 {
-                    if std::fs::read_link(format!("/proc/{child}/ns/user"))? != own {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                std::fs::write(format!("/proc/{child}/uid_map"), &uid)?;
-                std::fs::write(format!("/proc/{child}/setgroups"), "deny")?;
-                std::fs::write(format!("/proc/{child}/gid_map"), &gid)?;
-                std::fs::File::open(format!("/proc/{child}/ns/user")).map(OwnedFd::from)
+                use std::io::Read;
+                let mut s = String::new();
+                std::fs::File::from(pid_rd).read_to_string(&mut s)?;
+                let pid: u32 = s.trim().parse().map_err(|_| {
+                    io::Error::other("the helper could not create a user namespace")
+                })?;
+                std::fs::write(format!("/proc/{pid}/uid_map"), &uid)?;
+                std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+                std::fs::write(format!("/proc/{pid}/gid_map"), &gid)?;
+                std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from)
             })();
-            drop(wr);
+            drop(done_wr);
             let _ = nix::sys::wait::waitpid(child, None);
             res
         }
@@ -685,10 +726,14 @@ fn mount_cgroup(
     if unified {
         let mnt = match mounts::new_fs("cgroup2", Some("cgroup2"), opts, &[]) {
             Ok(m) => m,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EBUSY) => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    || e.raw_os_error() == Some(libc::EBUSY) =>
+            {
                 let path = own.get("").cloned().unwrap_or_else(|| PathBuf::from("/"));
                 let src = Path::new("/sys/fs/cgroup").join(paths::relative(&path));
-                bind_host_tree(&src, opts).map_err(sys(format!("{name}: bind {}", src.display())))?
+                bind_host_tree(&src, opts)
+                    .map_err(sys(format!("{name}: bind {}", src.display())))?
             }
             Err(e) => return Err(sys(format!("{name}: mount cgroup2"))(e)),
         };
@@ -713,8 +758,12 @@ fn mount_cgroup(
             .super_opts
             .split(',')
             .filter(|o| {
-                *o != "rw" && *o != "ro" && !o.starts_with("release_agent") && *o != "clone_children"
-                    && *o != "noprefix" && *o != "xattr"
+                *o != "rw"
+                    && *o != "ro"
+                    && !o.starts_with("release_agent")
+                    && *o != "clone_children"
+                    && *o != "noprefix"
+                    && *o != "xattr"
             })
             .collect();
         let key = own
@@ -746,7 +795,8 @@ fn mount_cgroup(
             let path = own.get(&key).cloned().unwrap_or_else(|| PathBuf::from("/"));
             let rel = path.strip_prefix(&mi.root).unwrap_or(Path::new(""));
             let src = mi.mountpoint.join(rel);
-            bind_host_tree(&src, &sub_opts).map_err(sys(format!("{name}: bind {}", src.display())))?
+            bind_host_tree(&src, &sub_opts)
+                .map_err(sys(format!("{name}: bind {}", src.display())))?
         };
         mounts::attach(sub_mnt.as_fd(), sub.as_fd())
             .map_err(sys(format!("{name}: move_mount {key}")))?;
@@ -791,8 +841,14 @@ pub fn pivot(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
     fchdir(&new).map_err(e("chdir to rootfs"))?;
     pivot_root(".", ".").map_err(e("pivot_root"))?;
     fchdir(&old).map_err(e("chdir to old root"))?;
-    mounts::mount_path(None, Path::new("."), None, libc::MS_SLAVE | libc::MS_REC, None)
-        .map_err(sys("make old root rslave"))?;
+    mounts::mount_path(
+        None,
+        Path::new("."),
+        None,
+        libc::MS_SLAVE | libc::MS_REC,
+        None,
+    )
+    .map_err(sys("make old root rslave"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("unmount old root"))?;
     chdir("/").map_err(e("chdir /"))?;
     Ok(())
@@ -828,14 +884,23 @@ pub fn setup_console(slave: &Path) -> Result<(), RootfsError> {
             slave.display()
         )));
     }
-    let dev = paths::open_no_symlinks(root.as_fd(), Path::new("/dev"), libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(sys("open /dev for /dev/console"))?;
+    let dev = paths::open_no_symlinks(
+        root.as_fd(),
+        Path::new("/dev"),
+        libc::O_PATH | libc::O_DIRECTORY,
+    )
+    .map_err(sys("open /dev for /dev/console"))?;
     let cfd = match paths::openat_nofollow(dev.as_fd(), std::ffi::OsStr::new("console")) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             // SAFETY: valid dir fd, NUL-terminated name; creates an empty regular file.
             let r = unsafe {
-                libc::mknodat(dev.as_raw_fd(), c"console".as_ptr(), libc::S_IFREG | 0o666, 0)
+                libc::mknodat(
+                    dev.as_raw_fd(),
+                    c"console".as_ptr(),
+                    libc::S_IFREG | 0o666,
+                    0,
+                )
             };
             if r != 0 {
                 return Err(sys("create /dev/console")(io::Error::last_os_error()));
@@ -898,7 +963,12 @@ pub fn finalize(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
         mounts::set_attr(fd.as_fd(), false, libc::MOUNT_ATTR_RDONLY, 0, 0, None)
             .map_err(sys("make /dev read-only"))?;
     }
-    let readonly = ctx.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let readonly = ctx
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
     if readonly {
         let fd = paths::open_in_root(root.as_fd(), Path::new("/")).map_err(sys("open /"))?;
         mounts::set_attr(fd.as_fd(), false, libc::MOUNT_ATTR_RDONLY, 0, 0, None)
@@ -913,15 +983,9 @@ fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
+    // Only RDONLY is added (recursively); nosuid/nodev/noexec already on the mount are kept, as runc.
     let tree = mounts::clone_tree(fd.as_fd(), Path::new(""), true)?;
-    mounts::set_attr(
-        tree.as_fd(),
-        true,
-        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
-        0,
-        0,
-        None,
-    )?;
+    mounts::set_attr(tree.as_fd(), true, libc::MOUNT_ATTR_RDONLY, 0, 0, None)?;
     mounts::attach(tree.as_fd(), fd.as_fd())
 }
 
@@ -997,14 +1061,31 @@ mod tests {
     fn validate_rejects_bad_mounts() {
         let b = bundle();
         for (m, want) in [
-            (serde_json::json!({"destination": "relative", "type": "tmpfs"}), "mounts[0]"),
-            (serde_json::json!({"destination": "/x", "type": "nosuchfs"}), "unknown filesystem"),
-            (serde_json::json!({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["bind", "bogus"]}), "bogus"),
-            (serde_json::json!({"destination": "/x", "source": "/nonexistent-skiff", "options": ["bind"]}), "source"),
-            (serde_json::json!({"destination": "/x", "type": "tmpfs", "options": ["idmap"]}), "idmap"),
+            (
+                serde_json::json!({"destination": "relative", "type": "tmpfs"}),
+                "mounts[0]",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "type": "nosuchfs"}),
+                "unknown filesystem",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["bind", "bogus"]}),
+                "bogus",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "source": "/nonexistent-skiff", "options": ["bind"]}),
+                "source",
+            ),
+            (
+                serde_json::json!({"destination": "/x", "type": "tmpfs", "options": ["idmap"]}),
+                "idmap",
+            ),
             (serde_json::json!({"destination": "/x"}), "no type"),
         ] {
-            let e = validate(&spec(serde_json::json!([m])), b.path()).unwrap_err().to_string();
+            let e = validate(&spec(serde_json::json!([m])), b.path())
+                .expect_err("must be rejected")
+                .to_string();
             assert!(e.contains(want), "{e} should mention {want}");
         }
     }
@@ -1012,7 +1093,9 @@ mod tests {
     #[test]
     fn validate_rootfs_missing() {
         let t = tempfile::tempdir().expect("tmp");
-        let e = validate(&spec(serde_json::json!([])), t.path()).unwrap_err().to_string();
+        let e = validate(&spec(serde_json::json!([])), t.path())
+            .expect_err("must be rejected")
+            .to_string();
         assert!(e.contains("root.path"), "{e}");
     }
 
@@ -1060,7 +1143,8 @@ mod driver {
         };
         let bundle = PathBuf::from(bundle);
         let res = (|| -> Result<(), String> {
-            let text = std::fs::read_to_string(bundle.join("config.json")).map_err(|e| e.to_string())?;
+            let text =
+                std::fs::read_to_string(bundle.join("config.json")).map_err(|e| e.to_string())?;
             let spec: Spec = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             let rootfs = bundle.join("rootfs");
             validate(&spec, &bundle).map_err(|e| format!("validate: {e}"))?;
@@ -1081,7 +1165,12 @@ mod driver {
             std::process::exit(3);
         }
         use std::os::unix::process::CommandExt;
-        let e = Command::new("/bin/sh").arg("-c").arg(&script).env_clear().env("PATH", "/bin").exec();
+        let e = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .env_clear()
+            .env("PATH", "/bin")
+            .exec();
         println!("DRIVER-ERROR: exec: {e}");
         std::process::exit(4);
     }
@@ -1104,7 +1193,10 @@ mod driver {
         let bin = t.path().join("rootfs/bin");
         std::fs::create_dir_all(&bin).expect("mkdir");
         std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
-        let out = Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+        let out = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
         for applet in String::from_utf8_lossy(&out.stdout).lines() {
             if !applet.is_empty() && applet != "busybox" {
                 let _ = symlink("busybox", bin.join(applet));
@@ -1124,11 +1216,18 @@ mod driver {
     fn run_driver(bundle: &Path, script: &str, extra_env: &[(&str, &str)]) -> (bool, String) {
         let exe = std::env::current_exe().expect("exe");
         let mut cmd = Command::new("/usr/bin/unshare");
-        cmd.args(["--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--"])
-            .arg(exe)
-            .args(["--exact", "rootfs::driver::child", "--nocapture", "--test-threads=1"])
-            .env(BUNDLE_ENV, bundle)
-            .env(SCRIPT_ENV, script);
+        cmd.args([
+            "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--",
+        ])
+        .arg(exe)
+        .args([
+            "--exact",
+            "rootfs::driver::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BUNDLE_ENV, bundle)
+        .env(SCRIPT_ENV, script);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -1141,7 +1240,10 @@ mod driver {
         (out.status.success() && !text.contains("DRIVER-ERROR"), text)
     }
 
-    fn default_config(extra_mounts: serde_json::Value, args_linux: serde_json::Value) -> serde_json::Value {
+    fn default_config(
+        extra_mounts: serde_json::Value,
+        args_linux: serde_json::Value,
+    ) -> serde_json::Value {
         let mut mounts = serde_json::json!([
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid","strictatime","mode=755","size=65536k"]},
@@ -1235,8 +1337,14 @@ echo END
             .lines()
             .find(|l| l.contains(" /scratch "))
             .unwrap_or_else(|| panic!("no /scratch mount:\n{out}"));
-        assert!(scratch.contains("noexec") && scratch.contains("size=1024k"), "{scratch}");
-        let data = out.lines().find(|l| l.contains(" /data ")).expect("data mount");
+        assert!(
+            scratch.contains("noexec") && scratch.contains("size=1024k"),
+            "{scratch}"
+        );
+        let data = out
+            .lines()
+            .find(|l| l.contains(" /data "))
+            .expect("data mount");
         assert!(data.contains(" ro,") && data.contains("nosuid"), "{data}");
         assert!(!host_dir.path().join("x").exists());
     }
@@ -1258,8 +1366,11 @@ echo END
         let b = make_bundle(cfg);
         let rootfs = b.path().join("rootfs");
         symlink(outside.path(), rootfs.join("evil")).expect("symlink");
-        symlink(format!("../../../../../../..{}", outside.path().display()), rootfs.join("evil2"))
-            .expect("symlink");
+        symlink(
+            format!("../../../../../../..{}", outside.path().display()),
+            rootfs.join("evil2"),
+        )
+        .expect("symlink");
         symlink(outside.path(), rootfs.join("evil3")).expect("symlink");
         let (ok, out) = run_driver(b.path(), "cat /proc/self/mountinfo; echo END", &[]);
         assert!(ok, "driver failed:\n{out}");
@@ -1267,7 +1378,11 @@ echo END
         let inside = rootfs.join(paths::relative(outside.path()));
         assert!(inside.join("sub").is_dir(), "{out}");
         assert!(inside.join("file").is_file(), "{out}");
-        assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0, "host dir touched");
+        assert_eq!(
+            std::fs::read_dir(outside.path()).expect("ls").count(),
+            0,
+            "host dir touched"
+        );
         let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!host_mounts.contains(&outside.path().display().to_string()));
     }

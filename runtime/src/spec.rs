@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn render_is_tab_indented() {
-        let s = render(&default_spec(false, 0, 0));
-        assert!(s.starts_with("{\n\t\"ociVersion\": \"1.0.2-dev\""));
+        let s = render(&default_spec(true, 0, 0));
+        assert!(s.starts_with("{\n\t\""));
+        assert!(text(false, 0, 0).starts_with("{\n\t\"ociVersion\": \"1.0.2-dev\""));
     }
 }

@@ -87,28 +87,40 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
 
 /// Write one sysctl through a verified procfs (call inside the container's namespaces).
 pub fn write(key: &str, value: &str) -> io::Result<()> {
-    use pathrs::flags::OpenFlags;
-    use pathrs::procfs::{ProcfsBase, ProcfsHandleBuilder};
     let rel = key_path(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    write_proc(pathrs::procfs::ProcfsBase::ProcRoot, &rel, value.as_bytes())
+}
+
+/// Write a file of the calling process's own /proc/self (e.g. `attr/exec`, `oom_score_adj`,
+/// `setgroups`) so that no container-controlled mount or symlink can redirect it (CVE-2025-52881).
+pub fn write_proc_self(subpath: &Path, value: &[u8]) -> io::Result<()> {
+    write_proc(pathrs::procfs::ProcfsBase::ProcSelf, subpath, value)
+}
+
+/// Open `rel` under a private procfs with no symlinks, magic links or mount crossings, check the
+/// file is on procfs, then write `value` in one call.
+fn write_proc(base: pathrs::procfs::ProcfsBase, rel: &Path, value: &[u8]) -> io::Result<()> {
+    use pathrs::flags::OpenFlags;
+    use pathrs::procfs::ProcfsHandleBuilder;
     let proc = ProcfsHandleBuilder::new()
         .unmasked()
         .build()
         .map_err(|e| io::Error::other(format!("open a private procfs: {e}")))?;
     let mut f = proc
         .open(
-            ProcfsBase::ProcRoot,
-            &rel,
+            base,
+            rel,
             OpenFlags::O_WRONLY | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC,
         )
-        .map_err(|e| io::Error::other(format!("open /proc/{}: {e}", rel.display())))?;
+        .map_err(|e| io::Error::other(format!("open /proc/.../{}: {e}", rel.display())))?;
     let sfs = nix::sys::statfs::fstatfs(f.as_fd()).map_err(io::Error::from)?;
     if sfs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
         return Err(io::Error::other(format!(
-            "/proc/{} is not on procfs, refusing to write",
+            "{} is not on procfs, refusing to write",
             rel.display()
         )));
     }
-    f.write_all(value.as_bytes())
+    f.write_all(value)
 }
 
 #[cfg(test)]
@@ -149,7 +161,7 @@ mod tests {
             &["ipc", "network", "uts"],
             &[("vm.swappiness", "1")],
         ))
-        .unwrap_err();
+        .expect_err("must be rejected");
         assert!(e.contains("vm.swappiness"), "{e}");
     }
 }

@@ -4,8 +4,8 @@
 pub mod error;
 mod metrics;
 mod oom;
-pub mod server;
 pub mod runtime;
+pub mod server;
 mod stdio;
 mod task;
 
@@ -22,7 +22,10 @@ pub use task::TaskService;
 pub const RUNTIME_ID: &str = "io.containerd.skiff.v2";
 
 /// Annotations that group containers into one shim (a Kubernetes pod shares one shim).
-const GROUP_ANNOTATIONS: [&str; 2] = ["io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.group"];
+const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.sandbox-id",
+    "io.containerd.runc.v2.group",
+];
 
 /// The shim process: `start`, `delete` and the long-lived server.
 pub struct Shim {
@@ -104,5 +107,27 @@ impl containerd_shim::Shim for Shim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         TaskService::new(&self.namespace, publisher, self.exit.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouping;
+
+    #[test]
+    fn grouping_prefers_sandbox_annotation() {
+        let dir = std::env::temp_dir().join(format!("skiff-shim-grp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(grouping(&dir, "c1"), "pod1");
+        std::fs::write(dir.join("config.json"), r#"{"annotations":{}}"#).unwrap();
+        assert_eq!(grouping(&dir, "c1"), "c1");
+        std::fs::write(dir.join("config.json"), "not json").unwrap();
+        assert_eq!(grouping(&dir, "c1"), "c1");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

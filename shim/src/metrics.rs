@@ -133,7 +133,11 @@ fn collect_v1(pid: u32) -> Result<Metrics> {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let to_ns = |t: u64| t.saturating_mul(1_000_000_000 / hz);
         let per_cpu = fs::read_to_string(dir.join("cpuacct.usage_percpu"))
-            .map(|s| s.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+            .map(|s| {
+                s.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let usage = CPUUsage {
             total: read_u64(&dir, "cpuacct.usage"),
@@ -308,4 +312,29 @@ pub fn collect(pid: u32) -> Result<Any> {
         value,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cgroup_metrics_decode() {
+        // The test process itself is in some cgroup; whatever the hierarchy, collecting must
+        // produce a message of the matching type.
+        let any = collect(std::process::id()).unwrap();
+        if is_unified() {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+            MetricsV2::parse_from_bytes(&any.value).unwrap();
+        } else {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            let m = Metrics::parse_from_bytes(&any.value).unwrap();
+            assert!(m.memory.is_some() || m.pids.is_some() || m.cpu.is_some());
+        }
+    }
+
+    #[test]
+    fn missing_process_is_an_error() {
+        assert!(collect(u32::MAX - 1).is_err());
+    }
 }

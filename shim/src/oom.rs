@@ -14,15 +14,12 @@ use crate::error::{io, Error, Result};
 /// Starts a thread that calls `on_oom` for every OOM in `memory_dir`; it ends when the cgroup
 /// is removed (the kernel signals the eventfd on removal too).
 pub fn watch(memory_dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<()> {
-    let oom_control = File::open(memory_dir.join("memory.oom_control"))
-        .map_err(io("open memory.oom_control"))?;
+    let oom_control =
+        File::open(memory_dir.join("memory.oom_control")).map_err(io("open memory.oom_control"))?;
     // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if efd < 0 {
-        return Err(Error::Io(
-            "eventfd".into(),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(Error::Io("eventfd".into(), std::io::Error::last_os_error()));
     }
     // SAFETY: efd is a fresh fd owned by nobody else.
     let mut event = unsafe { File::from_raw_fd(efd) };

@@ -90,7 +90,8 @@ fn lookup(binary: &Path) -> Result<PathBuf> {
             binary.display()
         )));
     }
-    let path = env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"));
+    let path =
+        env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"));
     for dir in env::split_paths(&path) {
         let cand = dir.join(binary);
         if cand.is_file() {
@@ -161,9 +162,9 @@ impl Runtime {
         }
         let sub = monitor_subscribe(Topic::Pid)
             .map_err(|e| Error::Runtime(format!("subscribe to exits: {e}")))?;
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Io(format!("spawn runtime {}", self.binary.display()), e)
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Io(format!("spawn runtime {}", self.binary.display()), e))?;
         drop(cmd);
         let mut stdout = Vec::new();
         if let Some(mut out) = child.stdout.take() {
@@ -219,4 +220,44 @@ fn last_log_error(log: &Path) -> String {
         }
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_error_takes_last_error_line() {
+        let dir = std::env::temp_dir().join(format!("skiff-shim-log-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log.json");
+        fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"boom\"}\n",
+        )
+        .unwrap();
+        assert_eq!(last_log_error(&log), "boom");
+        fs::write(&log, "plain text failure\n").unwrap();
+        assert_eq!(last_log_error(&log), "plain text failure");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn binary_name_option_wins() {
+        assert_eq!(resolve_binary("/x/runc"), PathBuf::from("/x/runc"));
+    }
+
+    #[test]
+    fn missing_binary_is_a_clear_error() {
+        let e = Runtime::new("/nonexistent/skiff", "", "default").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/skiff"), "{e}");
+    }
+
+    #[test]
+    fn default_root_is_per_binary_and_namespace() {
+        let r = Runtime::new("/bin/sh", "", "k8s.io").unwrap();
+        assert_eq!(r.root, PathBuf::from("/run/containerd/sh/k8s.io"));
+        let r = Runtime::new("/bin/sh", "/run/x", "ns").unwrap();
+        assert_eq!(r.root, PathBuf::from("/run/x/ns"));
+    }
 }

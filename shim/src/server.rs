@@ -133,7 +133,8 @@ pub fn serve(flags: &Flags) -> Result<(), Error> {
 
     let path = socket_path(&flags.socket).to_string();
     if let Some(parent) = Path::new(&path).parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::Io(format!("create {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::Io(format!("create {}", parent.display()), e))?;
     }
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
@@ -150,10 +151,13 @@ pub fn serve(flags: &Flags) -> Result<(), Error> {
         Err(e) => return Err(Error::Io(format!("bind {path}"), e)),
     };
 
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS")
-        .map_err(|_| rt("TTRPC_ADDRESS is not set".into()))?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .map_err(|e| rt(format!("connect to containerd events at {ttrpc_address}: {e}")))?;
+    let ttrpc_address =
+        std::env::var("TTRPC_ADDRESS").map_err(|_| rt("TTRPC_ADDRESS is not set".into()))?;
+    let publisher = RemotePublisher::new(&ttrpc_address).map_err(|e| {
+        rt(format!(
+            "connect to containerd events at {ttrpc_address}: {e}"
+        ))
+    })?;
     let exit = Arc::new(ExitSignal::default());
     let task = TaskService::new(&flags.namespace, publisher, exit.clone());
     let methods = with_v2_names(create_task(Arc::new(task)));
@@ -161,7 +165,9 @@ pub fn serve(flags: &Flags) -> Result<(), Error> {
         .add_listener(listener.into_raw_fd())
         .map_err(|e| rt(format!("ttrpc listener: {e}")))?
         .register_service(methods);
-    server.start().map_err(|e| rt(format!("ttrpc start: {e}")))?;
+    server
+        .start()
+        .map_err(|e| rt(format!("ttrpc start: {e}")))?;
     signal_started();
     info!("skiff shim serving on {}", flags.socket);
     exit.wait();

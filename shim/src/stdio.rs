@@ -11,7 +11,6 @@ use std::{
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
-        atomic::{AtomicU64, Ordering},
         mpsc::{channel, Receiver, Sender},
         Arc, Mutex,
     },
@@ -71,10 +70,11 @@ struct ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
-
-static SOCKET_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Opens a fifo for writing without blocking on a reader (O_RDWR never blocks on a fifo).
 fn open_output(path: &str) -> Result<File> {
@@ -172,16 +172,20 @@ impl PreparedIo {
             pending: 0,
         };
         if paths.terminal {
-            let path = std::env::temp_dir().join(format!(
-                "skiff-shim-{}-{}.sock",
-                std::process::id(),
-                SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).map_err(io(format!(
-                "bind console socket {}",
-                path.display()
-            )))?;
+            // A fresh 0700 directory, so nobody else can race for the socket path.
+            let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("skiff-pty-XXXXXX"))
+                .map_err(errno("create console socket dir"))?;
+            let path = dir.join("console.sock");
+            let listener = match UnixListener::bind(&path) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(Error::Io(
+                        format!("bind console socket {}", path.display()),
+                        e,
+                    ));
+                }
+            };
             me.console = Some(ConsoleSocket { path, listener });
             return Ok((me, CommandIo::null()));
         }
@@ -330,9 +334,7 @@ impl ProcessIo {
     /// Sets the terminal size (ResizePty).
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
         let Some(console) = &self.console else {
-            return Err(Error::FailedPrecondition(
-                "process has no terminal".into(),
-            ));
+            return Err(Error::FailedPrecondition("process has no terminal".into()));
         };
         let ws = libc::winsize {
             ws_row: height.min(u16::MAX as u32) as u16,

@@ -175,15 +175,13 @@ impl TaskService {
         match monitor_subscribe(Topic::Pid) {
             Ok(sub) => {
                 let me = svc.clone();
-                let spawned = thread::Builder::new()
-                    .name("exits".into())
-                    .spawn(move || {
-                        while let Ok(ev) = sub.rx.recv() {
-                            if let Subject::Pid(pid) = ev.subject {
-                                me.on_exit(pid, ev.exit_code);
-                            }
+                let spawned = thread::Builder::new().name("exits".into()).spawn(move || {
+                    while let Ok(ev) = sub.rx.recv() {
+                        if let Subject::Pid(pid) = ev.subject {
+                            me.on_exit(pid, ev.exit_code);
                         }
-                    });
+                    }
+                });
                 if let Err(e) = spawned {
                     warn!("cannot start exit thread: {e}");
                 }
@@ -238,7 +236,9 @@ impl TaskService {
         {
             let Ok(mut map) = self.lock() else { return };
             let Some(c) = map.get_mut(&cid) else { return };
-            let Ok(p) = c.process_mut(&exec_id) else { return };
+            let Ok(p) = c.process_mut(&exec_id) else {
+                return;
+            };
             p.status = api::Status::STOPPED;
             p.exit_status = code as u32;
             p.exited_at = Some(exited_at.clone());
@@ -291,8 +291,7 @@ impl TaskService {
             let rootfs = bundle.join("rootfs");
             fs::create_dir_all(&rootfs).map_err(io("create bundle rootfs"))?;
             for m in &req.rootfs {
-                if let Err(e) = mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, &rootfs)
-                {
+                if let Err(e) = mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, &rootfs) {
                     unmount_rootfs(&bundle);
                     return Err(Error::Runtime(format!(
                         "mount {} {} on rootfs: {e}",
@@ -587,7 +586,10 @@ impl TaskService {
             }
             args.push(&req.id);
             args.push(&sig);
-            return c.runtime.run(&args, None, CommandIo::null(), false).map(|_| ());
+            return c
+                .runtime
+                .run(&args, None, CommandIo::null(), false)
+                .map(|_| ());
         }
         let p = c.process(&req.exec_id)?;
         if p.stopped() || p.pid == 0 {
@@ -730,7 +732,11 @@ fn run_with_io(
 }
 
 impl containerd_shim::Task for TaskService {
-    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+    fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
         let map = self.lock()?;
         let c = map
             .get(&req.id)
@@ -769,7 +775,11 @@ impl containerd_shim::Task for TaskService {
         })
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+    fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
         let pid = self.do_start(&req)?;
         Ok(api::StartResponse {
             pid,
@@ -858,7 +868,11 @@ impl containerd_shim::Task for TaskService {
         Ok(api::Empty::default())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
         let map = self.lock()?;
         let c = map
             .get(&req.id)
@@ -866,9 +880,7 @@ impl containerd_shim::Task for TaskService {
         let p = c.process(&req.exec_id)?;
         match &p.io {
             Some(io) => io.resize(req.width, req.height)?,
-            None => {
-                return Err(Error::FailedPrecondition("process has no terminal".into()).into())
-            }
+            None => return Err(Error::FailedPrecondition("process has no terminal".into()).into()),
         }
         Ok(api::Empty::default())
     }
@@ -896,7 +908,11 @@ impl containerd_shim::Task for TaskService {
         Ok(self.do_wait(&req)?)
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+    fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
         let pid = {
             let map = self.lock()?;
             let c = map
@@ -916,7 +932,11 @@ impl containerd_shim::Task for TaskService {
         })
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
         let map = self.lock()?;
         let task_pid = map.get(&req.id).map(|c| c.init.pid).unwrap_or(0);
         Ok(api::ConnectResponse {

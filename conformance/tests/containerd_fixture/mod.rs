@@ -103,7 +103,10 @@ pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
         layer.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
     for (name, text) in [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
     ] {
         let mut h = tar::Header::new_ustar();
@@ -142,7 +145,10 @@ pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
     .into_bytes();
     let mut archive = tar::Builder::new(fs::File::create(out)?);
     let blobs = [
-        ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
         ("index.json".to_string(), index),
         (format!("blobs/sha256/{layer_d}"), layer),
         (format!("blobs/sha256/{}", sha_hex(&config)), config),
@@ -163,7 +169,11 @@ pub fn run_limited(cmd: Command, limit_secs: u32) -> Out {
     let prog = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let mut t = Command::new("timeout");
-    t.arg("-k").arg("5").arg(limit_secs.to_string()).arg(prog).args(args);
+    t.arg("-k")
+        .arg("5")
+        .arg(limit_secs.to_string())
+        .arg(prog)
+        .args(args);
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => t.env(k, v),
@@ -249,7 +259,11 @@ impl Containerd {
     /// A ctr command for this containerd and namespace.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("/usr/bin/ctr");
-        c.arg("-a").arg(self.sock()).arg("-n").arg(&self.ns).args(args);
+        c.arg("-a")
+            .arg(self.sock())
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args);
         c
     }
 
@@ -262,10 +276,20 @@ impl Containerd {
     pub fn ctr_stdin(&self, args: &[&str], input: &str) -> Out {
         let mut c = Command::new("timeout");
         c.arg("-k").arg("5").arg("60").arg("/usr/bin/ctr");
-        c.arg("-a").arg(self.sock()).arg("-n").arg(&self.ns).args(args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.arg("-a")
+            .arg(self.sock())
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let Ok(mut child) = c.spawn() else {
-            return Out { code: -1, stdout: String::new(), stderr: "spawn ctr".into() };
+            return Out {
+                code: -1,
+                stdout: String::new(),
+                stderr: "spawn ctr".into(),
+            };
         };
         if let Some(mut sin) = child.stdin.take() {
             let _ = sin.write_all(input.as_bytes());
@@ -276,7 +300,11 @@ impl Containerd {
                 stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
             },
-            Err(e) => Out { code: -1, stdout: String::new(), stderr: e.to_string() },
+            Err(e) => Out {
+                code: -1,
+                stdout: String::new(),
+                stderr: e.to_string(),
+            },
         }
     }
 
@@ -335,7 +363,9 @@ impl Containerd {
         let mut pids = Vec::new();
         if let Ok(rd) = fs::read_dir("/proc") {
             for e in rd.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
                 let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 if cmd.contains("containerd-shim") && cmd.contains(&needle) {

@@ -111,7 +111,9 @@ impl Default for Layer {
 
 impl Layer {
     pub fn new() -> Layer {
-        Layer { b: tar::Builder::new(Vec::new()) }
+        Layer {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
     fn hdr(kind: tar::EntryType, mode: u32, uid: u64, gid: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
@@ -124,7 +126,13 @@ impl Layer {
         h
     }
     /// Raw entry with a name written verbatim into the header (bypasses the tar crate's checks).
-    pub fn raw(mut self, name: &[u8], kind: tar::EntryType, link: Option<&[u8]>, data: &[u8]) -> Self {
+    pub fn raw(
+        mut self,
+        name: &[u8],
+        kind: tar::EntryType,
+        link: Option<&[u8]>,
+        data: &[u8],
+    ) -> Self {
         let mut h = Self::hdr(kind, 0o644, 0, 0);
         {
             let old = h.as_old_mut();
@@ -159,7 +167,9 @@ impl Layer {
     }
     pub fn dir_owned(mut self, p: &str, mode: u32, uid: u64, gid: u64) -> Self {
         let mut h = Self::hdr(tar::EntryType::Directory, mode, uid, gid);
-        self.b.append_data(&mut h, p, std::io::empty()).expect("dir");
+        self.b
+            .append_data(&mut h, p, std::io::empty())
+            .expect("dir");
         self
     }
     pub fn file(self, p: &str, mode: u32, data: &[u8]) -> Self {
@@ -185,11 +195,17 @@ impl Layer {
         let mut h = Self::hdr(kind, mode, 0, 0);
         h.set_device_major(major).expect("major");
         h.set_device_minor(minor).expect("minor");
-        self.b.append_data(&mut h, p, std::io::empty()).expect("dev");
+        self.b
+            .append_data(&mut h, p, std::io::empty())
+            .expect("dev");
         self
     }
     pub fn whiteout(self, dir: &str, name: &str) -> Self {
-        let p = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
+        let p = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
         self.file(&p, 0o644, b"")
     }
     pub fn opaque(self, dir: &str) -> Self {
@@ -204,7 +220,11 @@ impl Layer {
 
 /// Write blobs + manifest + config + index for `layers` (already in final blob form) to `dir`.
 /// `diff_ids` default to the digests of uncompressed layers.
-pub fn make_layout(dir: &Path, layers: &[(Vec<u8>, &str, String)], config_extra: serde_json::Value) -> String {
+pub fn make_layout(
+    dir: &Path,
+    layers: &[(Vec<u8>, &str, String)],
+    config_extra: serde_json::Value,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("blobs");
     let put = |b: &[u8]| -> String {
@@ -225,7 +245,10 @@ pub fn make_layout(dir: &Path, layers: &[(Vec<u8>, &str, String)], config_extra:
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
     });
-    if let (Some(c), Some(extra)) = (cfg.get_mut("config").and_then(|c| c.as_object_mut()), config_extra.as_object()) {
+    if let (Some(c), Some(extra)) = (
+        cfg.get_mut("config").and_then(|c| c.as_object_mut()),
+        config_extra.as_object(),
+    ) {
         for (k, v) in extra {
             c.insert(k.clone(), v.clone());
         }
@@ -242,8 +265,13 @@ pub fn make_layout(dir: &Path, layers: &[(Vec<u8>, &str, String)], config_extra:
     let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mb.len(),
         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&idx).expect("idx")).expect("index");
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&idx).expect("idx"),
+    )
+    .expect("index");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
     md
 }
 
@@ -251,7 +279,13 @@ pub fn make_layout(dir: &Path, layers: &[(Vec<u8>, &str, String)], config_extra:
 pub fn layout_from_tars(dir: &Path, tars: &[Vec<u8>]) -> String {
     let ls: Vec<(Vec<u8>, &str, String)> = tars
         .iter()
-        .map(|t| (t.clone(), "application/vnd.oci.image.layer.v1.tar", format!("sha256:{}", sha256_hex(t))))
+        .map(|t| {
+            (
+                t.clone(),
+                "application/vnd.oci.image.layer.v1.tar",
+                format!("sha256:{}", sha256_hex(t)),
+            )
+        })
         .collect();
     make_layout(dir, &ls, serde_json::json!({}))
 }
@@ -298,10 +332,13 @@ pub struct Tree {
 
 fn xattrs_of(p: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return out };
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return out;
+    };
     let mut buf = vec![0u8; 65536];
     // SAFETY: valid buffer.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let n =
+        unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if n <= 0 {
         return out;
     }
@@ -310,7 +347,14 @@ fn xattrs_of(p: &Path) -> BTreeMap<String, String> {
         let Ok(cn) = CString::new(name) else { continue };
         let mut v = vec![0u8; 65536];
         // SAFETY: valid buffer.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
+        let m = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cn.as_ptr(),
+                v.as_mut_ptr() as *mut libc::c_void,
+                v.len(),
+            )
+        };
         if m < 0 {
             continue;
         }
@@ -324,12 +368,25 @@ fn xattrs_of(p: &Path) -> BTreeMap<String, String> {
 pub fn capture(root: &Path, mtimes: bool) -> Tree {
     let mut nodes = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, nodes: &mut BTreeMap<String, Node>, inodes: &mut BTreeMap<(u64, u64), Vec<String>>, mtimes: bool) {
-        let mut ents: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        nodes: &mut BTreeMap<String, Node>,
+        inodes: &mut BTreeMap<(u64, u64), Vec<String>>,
+        mtimes: bool,
+    ) {
+        let mut ents: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .collect();
         ents.sort_by_key(|e| e.file_name());
         for e in ents {
             let p = e.path();
-            let rel = p.strip_prefix(root).expect("prefix").to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
             let md = std::fs::symlink_metadata(&p).expect("lstat");
             let ft = md.file_type();
             let kind = if ft.is_dir() {
@@ -347,14 +404,24 @@ pub fn capture(root: &Path, mtimes: bool) -> Tree {
             } else {
                 "other"
             };
-            let sha = if ft.is_file() { sha256_hex(&std::fs::read(&p).expect("read")) } else { String::new() };
+            let sha = if ft.is_file() {
+                sha256_hex(&std::fs::read(&p).expect("read"))
+            } else {
+                String::new()
+            };
             let link = if ft.is_symlink() {
-                std::fs::read_link(&p).expect("readlink").to_string_lossy().into_owned()
+                std::fs::read_link(&p)
+                    .expect("readlink")
+                    .to_string_lossy()
+                    .into_owned()
             } else {
                 String::new()
             };
             if !ft.is_dir() && md.nlink() > 1 {
-                inodes.entry((md.dev(), md.ino())).or_default().push(rel.clone());
+                inodes
+                    .entry((md.dev(), md.ino()))
+                    .or_default()
+                    .push(rel.clone());
             }
             let mut xattrs = xattrs_of(&p);
             xattrs.retain(|k, _| !k.starts_with("trusted.overlay."));
@@ -368,9 +435,17 @@ pub fn capture(root: &Path, mtimes: bool) -> Tree {
                     size: if ft.is_dir() { 0 } else { md.size() },
                     sha,
                     link,
-                    rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
+                    rdev: if ft.is_char_device() || ft.is_block_device() {
+                        md.rdev()
+                    } else {
+                        0
+                    },
                     xattrs,
-                    mtime: if mtimes && !ft.is_dir() && !ft.is_symlink() { Some(md.mtime()) } else { None },
+                    mtime: if mtimes && !ft.is_dir() && !ft.is_symlink() {
+                        Some(md.mtime())
+                    } else {
+                        None
+                    },
                 },
             );
             if ft.is_dir() {
@@ -379,12 +454,16 @@ pub fn capture(root: &Path, mtimes: bool) -> Tree {
         }
     }
     walk(root, root, &mut nodes, &mut inodes, mtimes);
-    let mut hardlink_groups: Vec<Vec<String>> = inodes.into_values().filter(|v| v.len() > 1).collect();
+    let mut hardlink_groups: Vec<Vec<String>> =
+        inodes.into_values().filter(|v| v.len() > 1).collect();
     for g in &mut hardlink_groups {
         g.sort();
     }
     hardlink_groups.sort();
-    Tree { nodes, hardlink_groups }
+    Tree {
+        nodes,
+        hardlink_groups,
+    }
 }
 
 /// Compare two trees; returns a readable list of differences (empty when equal).
@@ -403,7 +482,10 @@ pub fn diff_trees(a: &Tree, b: &Tree, an: &str, bn: &str) -> Vec<String> {
         }
     }
     if a.hardlink_groups != b.hardlink_groups {
-        out.push(format!("hardlink groups: {an}={:?} {bn}={:?}", a.hardlink_groups, b.hardlink_groups));
+        out.push(format!(
+            "hardlink groups: {an}={:?} {bn}={:?}",
+            a.hardlink_groups, b.hardlink_groups
+        ));
     }
     out
 }
@@ -415,8 +497,16 @@ pub fn list_all(dir: &Path) -> Vec<String> {
         if let Ok(rd) = std::fs::read_dir(d) {
             for e in rd.flatten() {
                 let p = e.path();
-                out.push(p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned());
-                if std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+                out.push(
+                    p.strip_prefix(root)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                if std::fs::symlink_metadata(&p)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
                     walk(root, &p, out);
                 }
             }
@@ -436,4 +526,56 @@ pub fn cap_net_bind() -> Vec<u8> {
     v.extend_from_slice(&0u32.to_le_bytes());
     v.extend_from_slice(&0u32.to_le_bytes());
     v
+}
+
+/// A busybox-static rootfs tarball (busybox + applet symlinks + passwd/group), like the team's base image.
+pub fn busybox_tar(dir: &Path) -> Option<PathBuf> {
+    let bb = Path::new("/bin/busybox");
+    if !bb.exists() {
+        return None;
+    }
+    let list = Command::new(bb).arg("--list").output().ok()?;
+    let mut l = Layer::new()
+        .dir("bin", 0o755)
+        .dir("etc", 0o755)
+        .dir("tmp", 0o1777)
+        .dir("root", 0o700);
+    l = l.file("bin/busybox", 0o755, &std::fs::read(bb).ok()?);
+    for a in String::from_utf8_lossy(&list.stdout).lines() {
+        if a != "busybox" && !a.is_empty() {
+            l = l.symlink(&format!("bin/{a}"), "busybox");
+        }
+    }
+    l = l
+        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n")
+        .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n");
+    let p = dir.join("busybox.tar");
+    std::fs::write(&p, l.finish()).ok()?;
+    Some(p)
+}
+
+/// Sorted list of index.json entries and blob files: the observable state of a store.
+pub fn store_state(store: &Path) -> (String, Vec<String>) {
+    let idx = std::fs::read_to_string(store.join("index.json")).unwrap_or_default();
+    let mut blobs: Vec<String> = std::fs::read_dir(store.join("blobs/sha256"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    blobs.sort();
+    (idx, blobs)
+}
+
+/// Every blob in a store hashes to its name.
+pub fn assert_blobs_valid(store: &Path) {
+    for e in std::fs::read_dir(store.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let data = std::fs::read(e.path()).expect("blob");
+        assert_eq!(sha256_hex(&data), name, "blob {name} is corrupt/partial");
+    }
 }

@@ -111,6 +111,7 @@ fn compile(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
                 block.push((ins(JNE_K, reg, 0, 0, imm), true));
             }
         }
+        let unconditional = block.is_empty();
         block.push((ins(ALU64_MOV_K, 0, 0, 0, i32::from(rule.allow)), false));
         block.push((ins(EXIT, 0, 0, 0, 0), false));
         let len = block.len();
@@ -121,13 +122,20 @@ fn compile(rules: &[DeviceRule]) -> Result<Vec<Insn>, CgroupError> {
             }
             p.push(insn);
         }
+        // A rule matching everything ends the program: the verifier rejects unreachable code.
+        if unconditional {
+            return finish(p, rules.len());
+        }
     }
     p.push(ins(ALU64_MOV_K, 0, 0, 0, 1));
     p.push(ins(EXIT, 0, 0, 0, 0));
+    finish(p, rules.len())
+}
+
+fn finish(p: Vec<Insn>, rules: usize) -> Result<Vec<Insn>, CgroupError> {
     if p.len() > 4096 {
         return Err(CgroupError::Invalid(format!(
-            "too many device rules ({}) for one BPF program",
-            rules.len()
+            "too many device rules ({rules}) for one BPF program"
         )));
     }
     Ok(p)
@@ -179,8 +187,17 @@ fn load(insns: &[Insn], dir: &Path) -> Result<OwnedFd, CgroupError> {
         Err(e) => {
             let end = log.iter().position(|b| *b == 0).unwrap_or(0);
             let msg = String::from_utf8_lossy(&log[..end]);
-            let msg = msg.lines().last().unwrap_or_default().to_string();
-            Err(bpf_err(&format!("loading device BPF program: {msg}"), dir, e))
+            // The verifier's reason comes before its closing statistics line.
+            let msg = msg
+                .lines()
+                .filter(|l| !l.starts_with("processed ") && !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(bpf_err(
+                &format!("loading device BPF program: {msg}"),
+                dir,
+                e,
+            ))
         }
     }
 }
@@ -270,7 +287,13 @@ mod tests {
         panic!("no exit")
     }
 
-    fn rule(allow: bool, kind: char, major: Option<i64>, minor: Option<i64>, a: &str) -> DeviceRule {
+    fn rule(
+        allow: bool,
+        kind: char,
+        major: Option<i64>,
+        minor: Option<i64>,
+        a: &str,
+    ) -> DeviceRule {
         DeviceRule {
             allow,
             kind,
@@ -297,6 +320,9 @@ mod tests {
         // pts wildcard minor.
         assert_eq!(run(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 7), 1);
         // No rules: allowed.
-        assert_eq!(run(&compile(&[]).expect("compile"), DEV_BLOCK, ACC_READ, 8, 0), 1);
+        assert_eq!(
+            run(&compile(&[]).expect("compile"), DEV_BLOCK, ACC_READ, 8, 0),
+            1
+        );
     }
 }

@@ -162,7 +162,13 @@ mod tests {
         assert_eq!(d[8].v1_line(), "c 136:* rwm");
         let spec: LinuxDeviceCgroup =
             serde_json::from_str(r#"{"allow":false,"access":"rwm"}"#).expect("parse");
-        assert_eq!(DeviceRule::from_spec(&spec).map(|r| r.v1_line()).ok().as_deref(), Some("a"));
+        assert_eq!(
+            DeviceRule::from_spec(&spec)
+                .map(|r| r.v1_line())
+                .ok()
+                .as_deref(),
+            Some("a")
+        );
         let bad: LinuxDeviceCgroup =
             serde_json::from_str(r#"{"allow":true,"type":"c","access":"rwx"}"#).expect("parse");
         assert!(DeviceRule::from_spec(&bad).is_err());

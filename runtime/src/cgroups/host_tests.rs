@@ -138,7 +138,10 @@ fn resources_are_written_and_read_back() {
             assert_eq!(read(&g, "cpuset", "cpuset.mems"), "0");
             assert_eq!(read(&g, "memory", "memory.limit_in_bytes"), "67108864");
             assert_eq!(read(&g, "memory", "memory.soft_limit_in_bytes"), "33554432");
-            assert_eq!(read(&g, "memory", "memory.memsw.limit_in_bytes"), "134217728");
+            assert_eq!(
+                read(&g, "memory", "memory.memsw.limit_in_bytes"),
+                "134217728"
+            );
             assert_eq!(read(&g, "memory", "memory.swappiness"), "10");
             assert_eq!(read(&g, "pids", "pids.max"), "50");
             let blkio = g.mgr.dir_for("blkio").expect("blkio");
@@ -199,7 +202,9 @@ fn freeze_thaw_update_stats_destroy() {
     // Raising memory above the current memsw limit must reorder the writes.
     if g.mgr.version() != Version::V2 {
         g.mgr
-            .update(&resources(r#"{"memory":{"limit":268435456,"swap":268435456}}"#))
+            .update(&resources(
+                r#"{"memory":{"limit":268435456,"swap":268435456}}"#,
+            ))
             .expect("update memory+swap");
         assert_eq!(read(&g, "memory", "memory.limit_in_bytes"), "268435456");
     }
@@ -251,10 +256,7 @@ fn failed_apply_leaves_nothing() {
         r#"{"blockIO":{"weight":5}}"#,
         r#"{"devices":[{"allow":true,"type":"c","access":"rwx"}]}"#,
     ] {
-        let err = g
-            .mgr
-            .apply(g.pid(), Some(&resources(bad)))
-            .expect_err(bad);
+        let err = g.mgr.apply(g.pid(), Some(&resources(bad))).expect_err(bad);
         assert!(err.to_string().contains("linux.resources"), "{bad}: {err}");
         for d in g.mgr.dirs().values() {
             assert!(!d.exists(), "{bad}: {} left behind", d.display());
@@ -291,7 +293,10 @@ fn cpu_quota_limits_a_busy_loop_to_about_20_percent() {
     let used = usage(&g).saturating_sub(u0) as f64;
     let wall = t0.elapsed().as_nanos() as f64;
     let share = used / wall;
-    eprintln!("busy loop with quota 20000/100000: {:.1}% of one CPU", share * 100.0);
+    eprintln!(
+        "busy loop with quota 20000/100000: {:.1}% of one CPU",
+        share * 100.0
+    );
     assert!(
         (0.08..=0.35).contains(&share),
         "cpu share {share:.3} outside 8%..35%"
@@ -335,4 +340,101 @@ fn pids_limit_makes_fork_fail() {
         "stderr: {out}"
     );
     assert!(count <= 4, "{count} processes with pids.max 4");
+}
+
+/// The v2 device program, checked on any cgroup2 mount (the hybrid host's unified tree works too).
+#[test]
+fn bpf_device_filter_denies_and_allows() {
+    require_root!();
+    let Some(root) = super::layout::Layout::detect()
+        .ok()
+        .and_then(|l| l.unified.map(|u| u.mount_point))
+    else {
+        eprintln!("SKIP: no cgroup2 mount");
+        return;
+    };
+    let dir = root.join(unique_path().trim_start_matches('/'));
+    std::fs::create_dir(&dir).expect("mkdir");
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let mut rules = vec![super::DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".into(),
+    }];
+    rules.extend(super::devices::default_allowed());
+    super::bpf::attach_device_filter(&dir, &rules).expect("attach");
+    // Replacing the program works too (update path).
+    super::bpf::attach_device_filter(&dir, &rules).expect("re-attach");
+    // A failed redirection on a special builtin ends sh, so /dev/kmsg goes last.
+    let mut child = spawn(": > /dev/null && echo null-ok; : > /dev/kmsg; echo kmsg-opened");
+    fs::write(&dir, "cgroup.procs", &child.id().to_string()).expect("join");
+    if let Some(stdin) = child.stdin.as_mut() {
+        let _ = stdin.write_all(b"go\n");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("null-ok"), "{stdout} {stderr}");
+    assert!(!stdout.contains("kmsg-opened"), "{stdout} {stderr}");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+}
+
+/// The less common fields: burst, idle, realtime, OOM killer, kernel TCP, hugetlb (v1 or the
+/// hybrid host's cgroup2 tree), and a clear error for controllers the host lacks.
+#[test]
+fn less_common_resources() {
+    require_root!();
+    let probe = CgroupManager::new(Some(&unique_path()), "ut", false).expect("manager");
+    if probe.version() == Version::V2 {
+        eprintln!("SKIP: v1-specific files (the v2 guest test covers v2)");
+        return;
+    }
+    let mut json = serde_json::json!({
+        "cpu": {"burst": 1000, "idle": 0, "realtimePeriod": 100000, "realtimeRuntime": 1000},
+        "memory": {"limit": 67108864, "disableOOMKiller": true, "kernelTCP": 16777216}
+    });
+    let huge = super::stats::hugepage_sizes().contains(&"2MB".to_string());
+    if huge {
+        json["hugepageLimits"] = serde_json::json!([{"pageSize": "2MB", "limit": 4194304}]);
+    }
+    let g = setup("sleep 100", &json.to_string());
+    assert_eq!(read(&g, "cpu", "cpu.cfs_burst_us"), "1000");
+    assert_eq!(read(&g, "cpu", "cpu.idle"), "0");
+    assert_eq!(read(&g, "cpu", "cpu.rt_period_us"), "100000");
+    assert_eq!(read(&g, "cpu", "cpu.rt_runtime_us"), "1000");
+    assert!(read(&g, "memory", "memory.oom_control").contains("oom_kill_disable 1"));
+    assert_eq!(
+        read(&g, "memory", "memory.kmem.tcp.limit_in_bytes"),
+        "16777216"
+    );
+    if huge {
+        let v = match g.mgr.dir_for("hugetlb") {
+            Some(d) => fs::read(d, "hugetlb.2MB.limit_in_bytes"),
+            None => fs::read(g.mgr.unified_dir().expect("unified"), "hugetlb.2MB.max"),
+        };
+        assert_eq!(v.expect("hugetlb file").trim(), "4194304");
+    }
+    for (ctrl, res) in [
+        ("net_cls", r#"{"network":{"classID":1048577}}"#),
+        (
+            "net_prio",
+            r#"{"network":{"priorities":[{"name":"lo","priority":5}]}}"#,
+        ),
+        ("rdma", r#"{"rdma":{"mlx5_0":{"hcaHandles":3}}}"#),
+    ] {
+        if g.mgr.dir_for(ctrl).is_none() {
+            let m = CgroupManager::new(Some(&unique_path()), "ut", false).expect("manager");
+            let err = m.apply(0, Some(&resources(res))).expect_err(ctrl);
+            assert!(err.to_string().contains(ctrl), "{err}");
+            assert!(!m.exists(), "{ctrl}: cgroup left behind");
+        }
+    }
 }

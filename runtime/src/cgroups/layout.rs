@@ -60,12 +60,11 @@ const V1_CONTROLLERS: &[&str] = &[
 impl Layout {
     /// Detect the layout from /proc/self/mountinfo and the file system type of /sys/fs/cgroup.
     pub fn detect() -> Result<Self, CgroupError> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
-            CgroupError::Io {
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| CgroupError::Io {
                 path: "/proc/self/mountinfo".into(),
                 source,
-            }
-        })?;
+            })?;
         let pure_v2 = cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode();
         Ok(Self::parse(&mountinfo, pure_v2))
     }
@@ -153,7 +152,9 @@ fn unescape(s: &str) -> String {
         if bytes[i] == b'\\' && i + 3 < bytes.len() {
             let oct = &bytes[i + 1..i + 4];
             if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                let v = oct.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxDevice, LinuxResources};
 use serde::{Deserialize, Serialize};
 
-mod bpf;
+pub(crate) mod bpf;
 pub mod devices;
 mod fs;
+#[cfg(test)]
+mod host_tests;
 pub mod layout;
 pub mod stats;
 pub mod systemd;
-#[cfg(test)]
-mod host_tests;
 mod v1;
 mod v2;
 
@@ -82,7 +82,11 @@ impl CgroupManager {
         let path = if systemd {
             systemd::cgroup_path(cgroups_path, container_id)?
         } else {
-            normalize_path(cgroups_path.filter(|p| !p.is_empty()).unwrap_or(container_id))?
+            normalize_path(
+                cgroups_path
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(container_id),
+            )?
         };
         let layout = Layout::detect()?;
         Self::resolve(&layout, &path)
@@ -333,7 +337,11 @@ impl CgroupManager {
             let mount = if *id == 0 && ctrls.is_empty() {
                 layout.unified.as_ref()
             } else {
-                layout.v1.iter().find(|h| h.controllers == *ctrls).map(|h| &h.mount)
+                layout
+                    .v1
+                    .iter()
+                    .find(|h| h.controllers == *ctrls)
+                    .map(|h| &h.mount)
             };
             if let Some(m) = mount {
                 let _ = fs::write(&m.dir_of(path), "cgroup.procs", &pid.to_string());

@@ -171,7 +171,10 @@ pub struct BlkioEntry {
 #[derive(Debug, Default, Serialize)]
 pub struct Blkio {
     /// Bytes transferred.
-    #[serde(rename = "ioServiceBytesRecursive", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ioServiceBytesRecursive",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub io_service_bytes_recursive: Vec<BlkioEntry>,
     /// Operations.
     #[serde(rename = "ioServicedRecursive", skip_serializing_if = "Vec::is_empty")]
@@ -217,7 +220,11 @@ pub fn parse_list(s: &str) -> Vec<u16> {
 
 fn nums(dir: &Path, name: &str) -> Vec<u64> {
     fs::read(dir, name)
-        .map(|s| s.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -341,7 +348,11 @@ pub fn hugepage_sizes() -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            let kb: u64 = n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            let kb: u64 = n
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
             Some(if kb >= 1 << 20 {
                 format!("{}GB", kb >> 20)
             } else if kb >= 1 << 10 {
@@ -357,7 +368,12 @@ pub fn hugepage_sizes() -> Vec<String> {
 
 fn collect_v2(dir: &Path, st: &mut Stats) -> Result<(), CgroupError> {
     let cpu = fs::read_keyed(dir, "cpu.stat")?;
-    let get = |k: &str| cpu.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(0);
+    let get = |k: &str| {
+        cpu.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
     st.cpu.usage.total = get("usage_usec") * 1000;
     st.cpu.usage.user = get("user_usec") * 1000;
     st.cpu.usage.kernel = get("system_usec") * 1000;
@@ -403,7 +419,9 @@ fn collect_v2(dir: &Path, st: &mut Stats) -> Result<(), CgroupError> {
                 let Some((k, v)) = kv.split_once('=') else {
                     continue;
                 };
-                let Ok(value) = v.parse::<u64>() else { continue };
+                let Ok(value) = v.parse::<u64>() else {
+                    continue;
+                };
                 let (list, op) = match k {
                     "rbytes" => (&mut st.blkio.io_service_bytes_recursive, "Read"),
                     "wbytes" => (&mut st.blkio.io_service_bytes_recursive, "Write"),

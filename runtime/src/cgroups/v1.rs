@@ -447,13 +447,29 @@ fn set_blkio(dir: &Path, b: &oci_spec::runtime::LinuxBlockIo) -> Result<(), Cgro
         }
     }
     for (file, list) in [
-        ("blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
-        ("blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
-        ("blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
-        ("blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+        (
+            "blkio.throttle.read_bps_device",
+            b.throttle_read_bps_device(),
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            b.throttle_write_bps_device(),
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            b.throttle_read_iops_device(),
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            b.throttle_write_iops_device(),
+        ),
     ] {
         for d in list.iter().flatten() {
-            fs::write(dir, file, &format!("{}:{} {}", d.major(), d.minor(), d.rate()))?;
+            fs::write(
+                dir,
+                file,
+                &format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+            )?;
         }
     }
     Ok(())

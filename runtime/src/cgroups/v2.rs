@@ -2,7 +2,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxResources, LinuxRdma};
+use oci_spec::runtime::{LinuxRdma, LinuxResources};
 
 use super::{bpf, fs, CgroupError, DeviceRule};
 
@@ -62,8 +62,7 @@ pub fn swap_v2(swap: i64, memory: i64) -> Result<i64, CgroupError> {
     }
     if memory == 0 || memory == -1 {
         return Err(invalid(
-            "linux.resources.memory.swap: unable to set a swap limit without a memory limit"
-                .into(),
+            "linux.resources.memory.swap: unable to set a swap limit without a memory limit".into(),
         ));
     }
     if swap < memory {

@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("5s").ok(), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_duration("1m30s").ok(), Some(Duration::from_secs(90)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("0s").is_err());

@@ -55,7 +55,10 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    print!("{}", filter_table(&String::from_utf8_lossy(&out.stdout), &pids)?);
+    print!(
+        "{}",
+        filter_table(&String::from_utf8_lossy(&out.stdout), &pids)?
+    );
     Ok(0)
 }
 

@@ -240,7 +240,10 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     let dir = StateDir::open(&global.root, &args.id)?;
     let mut st = dir.load()?;
     if st.status(&dir) == Status::Stopped {
-        anyhow::bail!("container {} is not running: cannot update a stopped container", args.id);
+        anyhow::bail!(
+            "container {} is not running: cannot update a stopped container",
+            args.id
+        );
     }
     let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
     cg.update(&resources)?;

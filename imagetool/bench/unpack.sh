@@ -1,0 +1,80 @@
+#!/bin/sh
+# Benchmark: unpack of a multi-layer Debian image (debootstrap rootfs split into 5 gzip layers)
+# with skiff-image (copy, overlay cold, overlay warm) against `umoci unpack`, `tar -xzf` of each
+# layer in turn and `gzip -dc` alone. Needs root, hyperfine, umoci, jq.
+#
+#   imagetool/bench/unpack.sh [ROOTFS] [WORKDIR]
+#   ROOTFS  default /var/tmp/skiff-image-bench/rootfs
+#           (made with: debootstrap bookworm /var/tmp/skiff-image-bench/rootfs http://deb.debian.org/debian)
+#   SKIFF_IMAGE  binary to test (default target-image/release/skiff-image, else target/release/skiff-image)
+set -eu
+ROOTFS=${1:-/var/tmp/skiff-image-bench/rootfs}
+WORK=${2:-/var/tmp/skiff-image-bench/work}
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+SI=${SKIFF_IMAGE:-}
+if [ -z "$SI" ]; then
+    for c in "$HERE/target-image/release/skiff-image" "$HERE/target/release/skiff-image"; do
+        [ -x "$c" ] && SI=$c && break
+    done
+fi
+[ -x "$SI" ] || { echo "build skiff-image first: cargo build --release -p skiff-image" >&2; exit 1; }
+[ -d "$ROOTFS/usr" ] || { echo "no rootfs at $ROOTFS" >&2; exit 1; }
+RUNS=${RUNS:-3}
+
+cleanup() {
+    for b in "$WORK"/b-*; do [ -d "$b" ] && "$SI" --store "$WORK/store" rm-bundle "$b" >/dev/null 2>&1 || true; done
+    umount "$WORK"/b-*/rootfs 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$WORK"
+mkdir -p "$WORK/layers" "$WORK/layout/blobs/sha256"
+
+echo "== splitting $ROOTFS into 5 gzip layers"
+T="tar --numeric-owner --xattrs --xattrs-include=* -C $ROOTFS -c"
+$T ./usr/lib                                        | gzip -6 > "$WORK/layers/1.tar.gz"
+$T ./usr/share                                      | gzip -6 > "$WORK/layers/2.tar.gz"
+$T --exclude=./usr/lib --exclude=./usr/share ./usr  | gzip -6 > "$WORK/layers/3.tar.gz"
+$T ./var                                            | gzip -6 > "$WORK/layers/4.tar.gz"
+$T --exclude=./usr --exclude=./var --exclude=./proc --exclude=./sys --exclude=./dev . | gzip -6 > "$WORK/layers/5.tar.gz"
+
+layers_json=""; diffids_json=""
+for i in 1 2 3 4 5; do
+    f="$WORK/layers/$i.tar.gz"
+    d=$(sha256sum "$f" | cut -d' ' -f1)
+    u=$(gzip -dc "$f" | sha256sum | cut -d' ' -f1)
+    cp "$f" "$WORK/layout/blobs/sha256/$d"
+    s=$(stat -c %s "$f")
+    layers_json="$layers_json${layers_json:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$d\",\"size\":$s}"
+    diffids_json="$diffids_json${diffids_json:+,}\"sha256:$u\""
+done
+cfg="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"bash\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diffids_json]}}"
+printf '%s' "$cfg" > "$WORK/cfg.json"
+cd=$(sha256sum "$WORK/cfg.json" | cut -d' ' -f1); cp "$WORK/cfg.json" "$WORK/layout/blobs/sha256/$cd"
+man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd\",\"size\":$(stat -c %s "$WORK/cfg.json")},\"layers\":[$layers_json]}"
+printf '%s' "$man" > "$WORK/man.json"
+md=$(sha256sum "$WORK/man.json" | cut -d' ' -f1); cp "$WORK/man.json" "$WORK/layout/blobs/sha256/$md"
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' \
+    "$md" "$(stat -c %s "$WORK/man.json")" > "$WORK/layout/index.json"
+printf '{"imageLayoutVersion":"1.0.0"}' > "$WORK/layout/oci-layout"
+du -cb "$WORK"/layers/*.tar.gz | tail -1 | awk '{printf "compressed: %.1f MB\n", $1/1e6}'
+"$SI" --store "$WORK/store" import "oci:$WORK/layout:latest" debian:bench >/dev/null
+
+TARX="rm -rf $WORK/t && mkdir $WORK/t && for i in 1 2 3 4 5; do tar --numeric-owner -xzf $WORK/layers/\$i.tar.gz -C $WORK/t; done"
+GZ="for i in 1 2 3 4 5; do gzip -dc $WORK/layers/\$i.tar.gz; done > /dev/null"
+UMOCI="rm -rf $WORK/u && umoci unpack --image $WORK/layout:latest $WORK/u > /dev/null"
+COPY="$SI --store $WORK/store unpack debian:bench $WORK/b-copy --mode copy"
+OVC="$SI --store $WORK/store unpack debian:bench $WORK/b-ovc --mode overlay"
+OVW="$SI --store $WORK/store unpack debian:bench $WORK/b-ovw --mode overlay"
+RMB="$SI --store $WORK/store rm-bundle"
+
+hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" \
+    -n "tar -xzf (5 layers in turn)" --prepare "rm -rf $WORK/t" "$TARX" \
+    -n "gzip -dc (5 layers)" --prepare "true" "$GZ" \
+    -n "umoci unpack" --prepare "rm -rf $WORK/u" "$UMOCI" \
+    -n "skiff-image unpack --mode copy" --prepare "$RMB $WORK/b-copy >/dev/null 2>&1 || true" "$COPY" \
+    -n "skiff-image unpack --mode overlay (cold cache)" --prepare "$RMB $WORK/b-ovc >/dev/null 2>&1 || true; rm -rf $WORK/store/layers/*" "$OVC" \
+    -n "skiff-image unpack --mode overlay (cached layers)" --prepare "$RMB $WORK/b-ovw >/dev/null 2>&1 || true" "$OVW"
+cat "$WORK/results.md"
+# Sanity: copy mode and umoci agree on the file count.
+echo "files: skiff-image copy $(find "$WORK/b-copy/rootfs" | wc -l), umoci $(find "$WORK/u/rootfs" | wc -l), tar $(find "$WORK/t" | wc -l)"
