@@ -156,6 +156,54 @@ impl CopyOptions {
             .any(|g| g.matches(rel) || rel.rsplit_once('/').is_some_and(|(_, b)| g.matches(b)))
     }
 
+    /// An excluded directory is still entered when a `.dockerignore` exception re-includes
+    /// something below it (only the re-included entries are then copied).
+    fn reincluded_below(&self, dirfd: RawFd, name: &[u8], rel: &str) -> bool {
+        let Some(ig) = &self.ignore else {
+            return false;
+        };
+        if !ig.may_reinclude_below(rel) || self.exclude.iter().any(|g| g.matches(rel)) {
+            return false;
+        }
+        let Ok(Some(st)) = rootfs::lstat_at(dirfd, name) else {
+            return false;
+        };
+        if !rootfs::is_dir(&st) {
+            return false;
+        }
+        let Ok(fd) = rootfs::open_child(dirfd, name, true) else {
+            return false;
+        };
+        let mut budget = 100_000usize;
+        self.any_included(fd.as_raw_fd(), rel, &mut budget)
+    }
+
+    fn any_included(&self, fd: RawFd, rel: &str, budget: &mut usize) -> bool {
+        let Ok(names) = rootfs::list_dir(fd) else {
+            return false;
+        };
+        for n in names {
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            let child = format!("{rel}/{}", rootfs::name_str(&n));
+            if !self.skipped(&child) {
+                return true;
+            }
+            if let Ok(Some(st)) = rootfs::lstat_at(fd, &n) {
+                if rootfs::is_dir(&st) {
+                    if let Ok(c) = rootfs::open_child(fd, &n, true) {
+                        if self.any_included(c.as_raw_fd(), &child, budget) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
     fn meta_for(&self, st: &libc::stat) -> Meta {
         let is_dir = rootfs::is_dir(st);
         let mut mode = st.st_mode & 0o7777;
@@ -313,7 +361,7 @@ fn hash_dir(fd: RawFd, rel: &str, h: &mut Sha256, opts: &CopyOptions) -> Result<
         } else {
             format!("{rel}/{}", rootfs::name_str(&name))
         };
-        if opts.skipped(&child) {
+        if opts.skipped(&child) && !opts.reincluded_below(fd, &name, &child) {
             continue;
         }
         let Some(st) = rootfs::lstat_at(fd, &name).map_err(ioe(format!("reading {child}")))? else {
@@ -402,7 +450,7 @@ fn copy_dir_contents(
         } else {
             format!("{rel}/{}", rootfs::name_str(&name))
         };
-        if opts.skipped(&child) {
+        if opts.skipped(&child) && !opts.reincluded_below(sfd, &name, &child) {
             continue;
         }
         let Some(st) = rootfs::lstat_at(sfd, &name).map_err(ioe(format!("reading {child}")))?

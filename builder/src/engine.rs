@@ -205,6 +205,8 @@ pub struct Builder<'a> {
     step_no: usize,
     total_steps: usize,
     platform: Platform,
+    /// The Dockerfile's path, for error messages.
+    file: String,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -302,6 +304,7 @@ impl<'a> Builder<'a> {
             step_no: 0,
             total_steps: 0,
             platform,
+            file: df_path.display().to_string(),
         })
     }
 
@@ -586,7 +589,8 @@ impl<'a> Builder<'a> {
             let df = crate::parser::parse("ONBUILD trigger", &t)?;
             for l in df.instructions {
                 self.say(&format!("  ONBUILD trigger: {}", l.source));
-                self.step(idx, &mut state, &l)?;
+                self.step(idx, &mut state, &l)
+                    .map_err(|e| self.locate(e, &l))?;
             }
         }
         for l in &body {
@@ -595,7 +599,8 @@ impl<'a> Builder<'a> {
                 "[{label} {}/{}] {}",
                 self.step_no, self.total_steps, l.source
             ));
-            self.step(idx, &mut state, l)?;
+            self.step(idx, &mut state, l)
+                .map_err(|e| self.locate(e, l))?;
         }
         // WORKDIRs no later step created are made now, like Docker does.
         if !state.pending_dirs.is_empty() {
@@ -626,6 +631,26 @@ impl<'a> Builder<'a> {
         }
         self.built.insert(idx, state.clone());
         Ok(state)
+    }
+
+    /// Prefix a step's error with FILE:LINE:COLUMN and the instruction.
+    fn locate(&self, e: BuildError, l: &Located) -> BuildError {
+        match e {
+            BuildError::Step(m) => {
+                let m = m
+                    .strip_prefix(&format!("line {}: ", l.pos.line))
+                    .unwrap_or(&m)
+                    .to_string();
+                BuildError::Step(format!(
+                    "{}:{}:{}: {}: {m}",
+                    self.file,
+                    l.pos.line,
+                    l.pos.column,
+                    l.instruction.keyword()
+                ))
+            }
+            other => other,
+        }
     }
 
     fn lookup_env(st: &State) -> Vec<(String, String)> {
@@ -663,6 +688,9 @@ impl<'a> Builder<'a> {
 
     fn step(&mut self, stage: usize, st: &mut State, l: &Located) -> Result<()> {
         let line = l.pos.line;
+        if crate::interrupt::requested() {
+            return Err(fail("interrupted"));
+        }
         match &l.instruction {
             Instruction::From { .. } => Err(fail("internal: nested FROM")),
             Instruction::Arg { args } => {
@@ -1009,16 +1037,24 @@ impl<'a> Builder<'a> {
         let mut r = skiff_image::layer::decompress(std::io::BufReader::new(blob))
             .ctx("decompressing new layer")?;
         let epoch = epoch.max(0) as u64;
-        self.store
+        // Clamp into a temp file first, so a failure cannot leave a half-written layer in use.
+        let mut tmp = tempfile::tempfile_in(&self.tmp_dir).ctx("creating temp file")?;
+        crate::reproducible::clamp_mtimes(&mut r, &mut tmp, epoch).ctx("rewriting layer mtimes")?;
+        std::io::Seek::seek(&mut tmp, std::io::SeekFrom::Start(0)).ctx("rewinding temp layer")?;
+        let mut copy_err = None;
+        let info = self
+            .store
             .write_layer(|w| {
-                crate::reproducible::clamp_mtimes(&mut r, w, epoch).map_err(|e| {
-                    skiff_image::Error::Io {
-                        context: "rewriting layer mtimes".into(),
-                        source: e,
-                    }
-                })
+                if let Err(e) = std::io::copy(&mut tmp, w) {
+                    copy_err = Some(e);
+                }
+                Ok(())
             })
-            .ctx("writing reproducible layer")
+            .ctx("writing reproducible layer")?;
+        match copy_err {
+            Some(e) => Err(fail(format!("writing reproducible layer: {e}"))),
+            None => Ok(info),
+        }
     }
 
     // ------------------------------------------------------------ bundles
@@ -1064,6 +1100,23 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(guard)
+    }
+
+    /// After a COPY/ADD, the bundle's upper dir holds exactly the new layer in overlayfs'
+    /// format, which is also the store's layer-cache format: move it into the cache so the next
+    /// step does not extract the layer again. Best effort; on any problem the layer is simply
+    /// extracted from its blob later.
+    fn seed_layer_cache(&self, bundle: &Path, diff_id: &str) {
+        let Ok(dest) = skiff_image::layer::cache_path(&self.store, diff_id) else {
+            return;
+        };
+        if dest.exists() || skiff_image::umount(bundle).is_err() {
+            return;
+        }
+        let upper = bundle.join("upper");
+        if set_mode(&upper, 0o755).is_ok() && fs::rename(&upper, &dest).is_err() {
+            let _ = set_mode(&upper, 0o755);
+        }
     }
 
     /// A rootfs of another stage or an image, for COPY --from / RUN --mount from=.
@@ -1510,10 +1563,13 @@ impl<'a> Builder<'a> {
         if show && !pending.is_empty() {
             (self.log)(&format!("  | {}", String::from_utf8_lossy(&pending)));
         }
+        if crate::interrupt::requested() {
+            return Err(fail(format!("line {line}: interrupted")));
+        }
         if outcome.code != 0 {
             let out = String::from_utf8_lossy(&outcome.tail).to_string();
             return Err(fail(format!(
-                "line {line}: RUN {} failed with exit code {}{}",
+                "line {line}: {} failed with exit code {}{}",
                 serde_json::to_string(argv).unwrap_or_default(),
                 outcome.code,
                 if show || out.is_empty() {
@@ -1650,10 +1706,10 @@ impl<'a> Builder<'a> {
             Vec::new()
         } else {
             copy::resolve_sources(&src_root, &locals, &copts, is_context)
-                .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?
+                .map_err(|e| fail(format!("line {line}: {e}")))?
         };
         let content_hash = copy::hash_sources(&src_root, &rels, &copts)
-            .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+            .map_err(|e| fail(format!("line {line}: {e}")))?;
         // URLs are fetched now (their content is part of the cache key).
         let mut downloads = Vec::new();
         for u in &urls {
@@ -1807,16 +1863,19 @@ impl<'a> Builder<'a> {
                             }
                         };
                         copy::copy_into(&src_root, std::slice::from_ref(r), &dst, &d, &copts)
-                            .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+                            .map_err(|e| fail(format!("line {line}: {e}")))?;
                     }
                 } else if !plain.is_empty() {
                     copy::copy_into(&src_root, &plain, &dst, &dest, &copts)
-                        .map_err(|e| fail(format!("line {line}: {kw}: {e}")))?;
+                        .map_err(|e| fail(format!("line {line}: {e}")))?;
                 }
             }
             drop(dst);
             let layer = skiff_image::diff(&b.store, &guard.path)
                 .ctx("turning the copied files into a layer")?;
+            if epoch.is_none() {
+                b.seed_layer_cache(&guard.path, &layer.diff_id);
+            }
             drop(guard);
             Ok(Some(layer))
         };

@@ -14,6 +14,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod instructions;
+pub mod interrupt;
 pub mod parser;
 pub mod reproducible;
 pub mod rootfs;

@@ -77,7 +77,11 @@ fn main() {
         Ok(()) => {}
         Err(e) => {
             eprintln!("skiff-build: error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(if skiff_build::interrupt::requested() {
+                130
+            } else {
+                1
+            });
         }
     }
 }
@@ -215,6 +219,7 @@ fn run(cli: Cli) -> Result<()> {
             };
         }
     };
+    skiff_build::interrupt::install();
     let builder = Builder::new(opts, &mut log)?;
     let result = builder.build()?;
     println!("{}", result.image_id);

@@ -167,7 +167,36 @@ impl Runtime {
         let mut reader = std::fs::File::from(r);
         let mut tail: Vec<u8> = Vec::new();
         let mut buf = [0u8; 8192];
+        let mut stop_attempts = 0u32;
+        let mut last_stop = std::time::Instant::now();
         loop {
+            // Wait for output at most 250 ms at a time, so an interrupt is noticed promptly
+            // even if the signal arrived while we were not blocked in read().
+            if crate::interrupt::requested()
+                && (stop_attempts == 0 || last_stop.elapsed() >= std::time::Duration::from_secs(1))
+                && stop_attempts < 60
+            {
+                // Ask the runtime to stop the container (again, in case it was still being
+                // created); its output still drains and the loop ends when the pipe closes.
+                stop_attempts += 1;
+                last_stop = std::time::Instant::now();
+                if stop_attempts == 1 {
+                    // SAFETY: plain kill(2) of our own child.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                }
+                self.kill(id);
+            }
+            let mut fds = [libc::pollfd {
+                fd: reader.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, 250) };
+            if r == 0 || (r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted)
+            {
+                continue;
+            }
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -186,7 +215,6 @@ impl Runtime {
                 }
             }
         }
-        let _ = reader.as_raw_fd();
         let status = child.wait()?;
         self.delete(id);
         use std::os::unix::process::ExitStatusExt;
@@ -197,6 +225,20 @@ impl Runtime {
             tail.drain(..tail.len() - TAIL_BYTES);
         }
         Ok(RunOutcome { code, tail })
+    }
+
+    /// Best-effort SIGKILL of a container's processes.
+    pub fn kill(&self, id: &str) {
+        let _ = Command::new(&self.program)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("kill")
+            .arg(id)
+            .arg("KILL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Best-effort removal of a container's state (it may already be gone).

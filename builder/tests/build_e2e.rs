@@ -331,7 +331,12 @@ fn copy_add_rules() {
             ("logs/a.log", "log\n"),
             ("logs/keep.log", "keep\n"),
             ("nested/x/y/z.log", "zlog\n"),
-            (".dockerignore", "secret.key\n**/*.log\n!logs/keep.log\n"),
+            ("private/hidden.txt", "hidden\n"),
+            ("private/public.txt", "public\n"),
+            (
+                ".dockerignore",
+                "secret.key\n**/*.log\n!logs/keep.log\nprivate\n!private/public.txt\n",
+            ),
         ],
     );
     std::fs::copy(&tarp, ctx.join("payload.tar.gz")).unwrap();
@@ -371,6 +376,8 @@ fn copy_add_rules() {
     assert!(!r.join("all/logs/a.log").exists());
     assert!(!r.join("all/nested/x/y/z.log").exists());
     assert_eq!(read("all/logs/keep.log"), "keep\n");
+    assert_eq!(read("all/private/public.txt"), "public\n");
+    assert!(!r.join("all/private/hidden.txt").exists());
     assert_eq!(read("all/one.txt"), "1\n");
     assert_eq!(read("parents/dir/sub/deep.txt"), "deep\n");
     assert_eq!(read("parents/one.txt"), "1\n");
@@ -759,5 +766,66 @@ fn run_heredocs() {
     assert_eq!(read("f2"), "I am\nsecond\n");
     assert_eq!(read("h3"), "$WHO literal\n");
     assert!(!r.join("dev/pipes").exists());
+    env.assert_clean();
+}
+
+#[test]
+fn sigterm_stops_the_build_and_cleans_up() {
+    need_host!();
+    let env = Env::new();
+    let ctx = env.context("term", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-build"))
+        .arg("--store")
+        .arg(&env.store)
+        .arg("--runtime")
+        .arg(&env.runtime)
+        .arg("--runtime-root")
+        .arg(&env.runtime_root)
+        .arg("-t")
+        .arg("term:x")
+        .arg(&ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut started = false;
+    for _ in 0..200 {
+        if std::fs::read_dir(&env.runtime_root)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            started = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Bounded wait for it to finish on its own.
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        // A later build removes what the killed one left (container, mount, bundle).
+        let ok = env.context("cleanup", &[("Dockerfile", "FROM busybox\nENV A=1\n")]);
+        let _ = env.build(&[ok.to_str().unwrap()]);
+    }
+    assert!(started, "the RUN container never started");
+    let status = status.expect("skiff-build did not stop within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(130));
+    assert!(env.store().image("term:x").is_err());
+    let left: Vec<_> = std::fs::read_dir(&env.runtime_root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
     env.assert_clean();
 }

@@ -10,6 +10,12 @@
 //! - [`console`]: a `--console-socket` server receiving the pty master over SCM_RIGHTS.
 //! - [`skip!`], [`require!`], [`require_root!`]: print `SKIP: reason` and return early.
 //!
+//! Environment knobs: `SKIFF_RUNTIMES` (runtimes for [`runtime::for_each`]/[`runtime::compare`], default
+//! `runc,skiff`; add `crun` to include it), `SKIFF_TEST_TIMEOUT` (seconds per runtime command, default 60),
+//! `SKIFF_BIN`/`SKIFF_IMAGE_BIN`/`SKIFF_BUILD_BIN`/`SKIFF_SHIM_BIN` (binaries under test). Setting
+//! `SKIFF_BIN=/usr/sbin/runc SKIFF_RUNTIMES=skiff` runs the differential tests runc-against-runc, which
+//! checks that they are deterministic.
+//!
 //! A typical test:
 //! ```no_run
 //! use conformance::{bundle::Bundle, runtime};

@@ -396,11 +396,12 @@ fn update_pause_resume_ps_events() {
 
         c.kill("KILL").ok();
         assert_eq!(c.wait_status("stopped", WAIT), "stopped");
-        let up = rt.cmd(["update", "--pids-limit", "5", c.id()]);
-        assert!(
-            !up.success(),
-            "update of a stopped container must fail:\n{up}"
-        );
+        let up = rt.cmd(["update", "--pids-limit", "5", c.id()]).fail();
+        assert!(up.stderr.contains("container not running"), "{up}");
+        // ps of a stopped (not yet deleted) container: header only, `null` pid list, as runc.
+        let table = c.ps(&[]).ok();
+        assert_eq!(table.stdout.lines().count(), 1, "{table}");
+        assert_eq!(c.ps(&["--format", "json"]).ok().out(), "null");
         rt.cmd(["pause", c.id()]).fail();
         rt.cmd(["resume", c.id()]).fail();
     });
@@ -427,6 +428,8 @@ fn delete_removes_the_cgroups_it_created() {
     require_root!();
     runtime::for_each(|rt| {
         let parent = conformance::unique_name("cgparent");
+        // Declared before the container so it is dropped (removing the parent) after it.
+        let _parent_guard = RemoveCgroups(parent.clone());
         let b = {
             let mut b = sleeper(json!({"pids": {"limit": 10}}));
             b.set("/linux/cgroupsPath", json!(format!("/{parent}/inner")))
@@ -443,11 +446,29 @@ fn delete_removes_the_cgroups_it_created() {
         );
         c.delete_force().ok();
         assert!(!dir.exists(), "{} left behind", dir.display());
-        // The parent is not the container's own cgroup (runc leaves it too); remove it here.
-        for d in conformance::leaks::cgroups(&[parent.clone()]) {
-            let _ = std::fs::remove_dir(d);
-        }
+        // The parent is not the container's own cgroup (runc leaves it too): the guard removes it.
     });
+}
+
+/// Removes (depth first) every cgroup directory with this name, even when the test fails.
+struct RemoveCgroups(String);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        fn rm(dir: &std::path::Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rm(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        for d in conformance::leaks::cgroups(std::slice::from_ref(&self.0)) {
+            rm(&d);
+        }
+    }
 }
 
 /// skiff-only: bad input fails clearly and leaves no cgroup, state dir or process behind.
@@ -502,6 +523,19 @@ fn bad_input_is_rejected_and_leaves_nothing() {
         );
         let leaks = conformance::leaks::cgroups(&[c.id().to_string()]);
         assert!(leaks.is_empty(), "{ptr}={value}: cgroups left: {leaks:?}");
+        c.assert_no_leaks();
+    }
+    // A create that fails after the cgroups were made (the process cannot exec) removes them too.
+    {
+        let mut b = sleeper(json!({"pids": {"limit": 10}}));
+        b.args(&["/nonexistent-binary"]);
+        let mut c = rt.container(&b);
+        c.run_with(&["--detach"]).fail();
+        let leaks = conformance::leaks::cgroups(&[c.id().to_string()]);
+        assert!(
+            leaks.is_empty(),
+            "cgroups left after a failed run: {leaks:?}"
+        );
         c.assert_no_leaks();
     }
     if is_v1() {

@@ -351,6 +351,12 @@ fn containerd_skiff_shim_events_and_grouping() {
     assert_eq!(out.code, 0, "{out:?}");
     let out = cd.ctr(&["task", "exec", "--exec-id", "x1", &id, "true"]);
     assert_eq!(out.code, 0, "{out:?}");
+    let out = cd.ctr(&["task", "checkpoint", &id]);
+    assert_ne!(out.code, 0, "checkpoint must fail: {out:?}");
+    assert!(
+        out.stderr.contains("not supported"),
+        "unclear checkpoint error: {out:?}"
+    );
     assert_eq!(cd.ctr(&["task", "pause", &id]).code, 0);
     assert_eq!(cd.ctr(&["task", "resume", &id]).code, 0);
     cd.remove(&id);

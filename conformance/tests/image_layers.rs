@@ -342,6 +342,37 @@ fn layer_pax_long_names() {
 #[test]
 fn layer_dir_mtimes_and_root_entry() {
     check_case("mtimes", dir_mtimes_and_root(), true);
+    if !conformance::is_root() {
+        return;
+    }
+    // Directory mtimes are set after their children were written, in both modes.
+    let t = TestDir::new("imgl-dirmtime");
+    let layout = t.join("layout");
+    layout_from_tars(&layout, &dir_mtimes_and_root());
+    let store = t.join("store");
+    for mode in ["copy", "overlay"] {
+        let b = t.join(mode);
+        ok(
+            &si(
+                &store,
+                &[
+                    "unpack",
+                    &format!("oci:{}:latest", layout.display()),
+                    b.to_str().unwrap_or_default(),
+                    "--mode",
+                    mode,
+                ],
+            ),
+            "unpack",
+        );
+        use std::os::unix::fs::MetadataExt;
+        for d in ["m", "m/n"] {
+            let mt = std::fs::metadata(b.join("rootfs").join(d))
+                .map(|m| m.mtime())
+                .unwrap_or_default();
+            assert_eq!(mt, MTIME as i64, "{mode}: mtime of directory {d}");
+        }
+    }
 }
 #[test]
 fn layer_symlink_from_lower_layer_copy_mode() {

@@ -18,10 +18,7 @@ fn observe(rt: &Runtime, b: &mut Bundle, script: &str) -> String {
 
 /// The mountinfo line whose mount point is exactly `mp`.
 fn mount_line<'a>(mountinfo: &'a str, mp: &str) -> Option<&'a str> {
-    mountinfo
-        .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(mp))
-        .last()
+    mountinfo.lines().rfind(|l| l.split(' ').nth(4) == Some(mp))
 }
 
 /// Per-mount options (field 6) of the mountinfo line for `mp`.
@@ -617,7 +614,7 @@ fn racing_symlink_swap_never_escapes() {
             {
                 n += 1;
                 // directory <-> symlink to the host dir, swapped atomically with rename.
-                if n % 2 == 0 {
+                if n & 1 == 0 {
                     let _ = std::fs::create_dir(&tmp);
                 } else {
                     let _ = symlink(&target, &tmp);
@@ -664,12 +661,15 @@ fn user_namespace_devices_are_bind_mounted() {
             json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
         )
         .expect("set");
+        b.set("/linux/sysctl", json!({"net.ipv4.ip_forward": "1"}))
+            .expect("set");
         let out = observe(
             rt,
             &mut b,
-            "echo x > /dev/null && echo NULL-OK; stat -c '%n %F %t:%T' /dev/null /dev/zero; \
+            "echo FWD=$(cat /proc/sys/net/ipv4/ip_forward); echo x > /dev/null && echo NULL-OK; stat -c '%n %F %t:%T' /dev/null /dev/zero; \
              head -c 4 /dev/zero | wc -c; cat /proc/self/mountinfo",
         );
+        assert!(out.contains("FWD=1"), "[{}] {out}", rt.name());
         assert!(out.contains("NULL-OK"), "[{}] {out}", rt.name());
         assert!(
             out.contains("/dev/null character special file 1:3"),
@@ -744,5 +744,75 @@ fn proc_destination_symlink_is_refused() {
         assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
         let host_mi = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!host_mi.contains(&outside.path().display().to_string()));
+    });
+}
+
+/// `tmpcopyup`: a tmpfs over an image directory starts with a copy of that directory's contents.
+#[test]
+fn tmpfs_copyup() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let mut b = Bundle::busybox().expect("bundle");
+        b.write_rootfs_file("/opt/app/conf", b"image-conf\n", 0o640)
+            .expect("write");
+        symlink("conf", b.rootfs().join("opt/app/link")).expect("symlink");
+        b.add_mount(json!({
+            "destination": "/opt/app",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["tmpcopyup", "nosuid"]
+        }));
+        let out = observe(
+            rt,
+            &mut b,
+            "cat /opt/app/link; stat -c '%a' /opt/app/conf; echo new > /opt/app/new; \
+             grep ' /opt/app ' /proc/self/mountinfo",
+        );
+        assert!(
+            out.contains("image-conf") && out.contains("640"),
+            "[{}] {out}",
+            rt.name()
+        );
+        assert_eq!(
+            mount_fstype(&out, "/opt/app").as_deref(),
+            Some("tmpfs"),
+            "{out}"
+        );
+        assert!(
+            !b.rootfs().join("opt/app/new").exists(),
+            "tmpfs write reached the image"
+        );
+    });
+}
+
+/// With a cgroup namespace, the cgroup mount shows the container's hierarchies with their root at `/`.
+#[test]
+fn cgroup_mount_with_cgroupns() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let mut b = Bundle::busybox().expect("bundle");
+        b.add_namespace("cgroup", None);
+        let out = observe(
+            rt,
+            &mut b,
+            "cat /proc/self/mountinfo; cat /proc/self/cgroup",
+        );
+        let sub: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|mp| mp.starts_with("/sys/fs/cgroup/"))
+            })
+            .collect();
+        assert!(
+            !sub.is_empty(),
+            "[{}] no cgroup hierarchies: {out}",
+            rt.name()
+        );
+        for l in &sub {
+            assert_eq!(l.split(' ').nth(3), Some("/"), "[{}] {l}", rt.name());
+            assert!(l.contains(" ro,"), "[{}] {l}", rt.name());
+        }
     });
 }

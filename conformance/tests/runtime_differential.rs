@@ -339,3 +339,59 @@ fn exec_view_matches() {
             .collect::<Vec<_>>()
     });
 }
+
+/// `spec` writes runc's default config.json (normalised: ociVersion may differ).
+#[test]
+fn spec_matches_runc() {
+    require_root!();
+    for rootless in [false, true] {
+        compare(|rt| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut args = vec!["spec", "--bundle", dir.path().to_str().unwrap_or("")];
+            if rootless {
+                args.push("--rootless");
+            }
+            rt.cmd(&args).ok();
+            let text = std::fs::read_to_string(dir.path().join("config.json"))
+                .expect("config.json written");
+            let mut v: Value = serde_json::from_str(&text).expect("spec output is JSON");
+            v["ociVersion"] = json!("<normalised>");
+            // Rootless mappings use the caller's ids, which are the same for both runtimes here.
+            let again = rt.cmd(&args);
+            (v, again.success())
+        });
+    }
+}
+
+/// `features` has the OCI features document shape (keys present; values may legitimately differ).
+#[test]
+fn features_shape() {
+    require_root!();
+    compare(|rt| {
+        let v = rt.cmd(["features"]).ok().json();
+        let top: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let linux: Vec<String> = v["linux"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let has_ns = |n: &str| {
+            v["linux"]["namespaces"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == n))
+        };
+        let core_ns = ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"]
+            .iter()
+            .all(|n| has_ns(n));
+        (
+            top.contains(&"ociVersionMin".to_string()),
+            top.contains(&"ociVersionMax".to_string()),
+            top.contains(&"mountOptions".to_string()),
+            linux.contains(&"namespaces".to_string()),
+            linux.contains(&"capabilities".to_string()),
+            core_ns,
+        )
+    });
+}

@@ -305,6 +305,54 @@ fn exec_process_json() {
 }
 
 #[test]
+fn exec_detach_with_pid_file() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let mut b = sleeper();
+        b.readonly_root(false);
+        let c = rt.container(&b);
+        c.run_with(&["--detach"]).ok();
+        let pf = rt.scratch_path("exec.pid");
+        c.exec_with(
+            &["--detach", "--pid-file", pf.to_str().unwrap_or("")],
+            &["sh", "-c", "echo $$ > /exec-ran; sleep 1000"],
+        )
+        .ok();
+        let pid: i64 = std::fs::read_to_string(&pf)
+            .expect("exec pid file")
+            .trim()
+            .parse()
+            .expect("pid file holds a number");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "detached exec process {pid} runs"
+        );
+        assert!(!wait_for_file(&b.rootfs().join("exec-ran"), "\n").is_empty());
+        let ps = c.ps(&["--format", "json"]).ok().json();
+        assert!(
+            ps.as_array()
+                .is_some_and(|a| a.iter().any(|p| p.as_i64() == Some(pid))),
+            "ps lists the exec'd pid {pid}: {ps}"
+        );
+    });
+}
+
+#[test]
+fn no_pivot_still_confines_root() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let mut b = Bundle::busybox().expect("bundle");
+        b.shell("ls /; test -e /etc/passwd && echo has-passwd; test -d /work && echo sees-host || echo confined");
+        let c = rt.container(&b);
+        let out = c.run_with(&["--no-pivot"]).ok();
+        assert!(
+            out.stdout.contains("has-passwd") && out.stdout.contains("confined"),
+            "{out}"
+        );
+    });
+}
+
+#[test]
 fn exec_failures() {
     require_root!();
     runtime::for_each(|rt| {
@@ -348,11 +396,17 @@ fn kill_signal_names_and_numbers() {
         b.readonly_root(false);
         b.shell(
             "trap 'echo USR1 >> /log' USR1; trap 'echo USR2 >> /log' USR2; trap 'echo HUP >> /log' HUP; \
-             echo > /log; while true; do sleep 0.05; done",
+             echo ready > /log; while true; do sleep 0.05; done",
         );
         let c = rt.container(&b);
         c.run_with(&["--detach"]).ok();
         let log = b.rootfs().join("log");
+        // pid 1 ignores signals it has no handler for: wait until the traps are installed.
+        let ready = wait_for_file(&log, "ready");
+        assert!(
+            ready.contains("ready"),
+            "container did not start its script: {ready:?}"
+        );
         for (sig, want) in [
             ("USR1", "USR1"),
             ("SIGUSR2", "USR2"),
@@ -546,5 +600,74 @@ fn console_socket_receives_pty_master() {
         assert!(seen.contains("marker-42"), "pty output: {seen:?}");
         assert!(seen.contains("/dev/pts/"), "stdin is a pty: {seen:?}");
         let _ = f.write_all(b"exit 0\n");
+    });
+}
+
+#[test]
+fn concurrent_creates_of_one_id() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let b = sleeper();
+        let c = rt.container(&b);
+        let bundle = b.path().to_str().unwrap_or("").to_string();
+        let running: Vec<_> = (0..4)
+            .map(|_| {
+                rt.invocation(["create", "--bundle", &bundle, c.id()])
+                    .spawn()
+                    .expect("spawn create")
+            })
+            .collect();
+        let outs: Vec<_> = running.into_iter().map(|r| r.wait()).collect();
+        let ok = outs.iter().filter(|o| o.success()).count();
+        let all: String = outs.iter().map(|o| format!("{o}\n")).collect();
+        assert_eq!(ok, 1, "exactly one concurrent create wins:\n{all}");
+        assert_eq!(c.status(), "created", "{all}");
+        c.start().ok();
+        assert_eq!(c.wait_status("running", WAIT), "running");
+    });
+}
+
+#[test]
+fn failing_hooks_fail_and_clean_up() {
+    require_root!();
+    runtime::for_each(|rt| {
+        for hook in ["createContainer", "prestart", "startContainer"] {
+            let mut b = Bundle::busybox().expect("bundle");
+            b.args(&["true"]);
+            b.set(&format!("/hooks/{hook}"), json!([{ "path": "/bin/false" }]))
+                .expect("set");
+            let mut c = rt.container(&b);
+            // Foreground: with --detach runc reports a startContainer failure only on stderr.
+            let out = c.run();
+            assert!(
+                !out.success(),
+                "a failing {hook} hook must fail run:\n{out}"
+            );
+            assert!(
+                !c.state().success() || c.status() != "running",
+                "{hook}: nothing may keep running"
+            );
+            c.assert_no_leaks();
+        }
+    });
+}
+
+#[test]
+fn hook_timeout() {
+    require_root!();
+    runtime::for_each(|rt| {
+        let mut b = sleeper();
+        b.set(
+            "/hooks/createRuntime",
+            json!([{ "path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1 }]),
+        )
+        .expect("set");
+        let mut c = rt.container(&b);
+        let out = c.create();
+        assert!(
+            !out.success() && !out.timed_out,
+            "a hook exceeding its timeout fails create (and does not hang):\n{out}"
+        );
+        c.assert_no_leaks();
     });
 }

@@ -54,12 +54,16 @@ fn docker_default_profile_refuses_unshare_and_mount_but_busybox_works() {
         let (code, out) = run(rt, &mut b, PROBE);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("Seccomp:\t0"), "{out}");
-        assert!(out.contains("unshare=0") && out.contains("mount=0"), "{out}");
+        assert!(
+            out.contains("unshare=0") && out.contains("mount=0"),
+            "{out}"
+        );
 
         // Same container under the Docker default profile: refused with the profile's EPERM.
         let mut b = Bundle::busybox().expect("bundle");
         set_caps(&mut b, admin_caps());
-        b.set("/linux/seccomp", docker_default()).expect("set seccomp");
+        b.set("/linux/seccomp", docker_default())
+            .expect("set seccomp");
         let (code, out) = run(rt, &mut b, PROBE);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("Seccomp:\t2"), "{out}");
@@ -100,9 +104,15 @@ fn custom_profile_errno_ret_and_argument_filters() {
              chmod 700 /tmp/f 2>&1; echo c700=$?",
         );
         assert_eq!(code, 0, "{out}");
-        assert!(out.contains("Permission denied") && out.contains("mkdir=1"), "{out}");
+        assert!(
+            out.contains("Permission denied") && out.contains("mkdir=1"),
+            "{out}"
+        );
         assert!(out.contains("c755=0"), "{out}");
-        assert!(out.contains("Operation not permitted") && out.contains("c700=1"), "{out}");
+        assert!(
+            out.contains("Operation not permitted") && out.contains("c700=1"),
+            "{out}"
+        );
     });
 }
 
@@ -112,7 +122,8 @@ fn exec_gets_the_same_filter() {
     runtime::for_each(|rt| {
         let mut b = Bundle::busybox().expect("bundle");
         set_caps(&mut b, admin_caps());
-        b.set("/linux/seccomp", docker_default()).expect("set seccomp");
+        b.set("/linux/seccomp", docker_default())
+            .expect("set seccomp");
         b.args(&["sleep", "300"]);
         let c = rt.container(&b);
         c.run_with(&["--detach"]).ok();
@@ -209,7 +220,10 @@ fn unknown_capability_is_an_error() {
     require_root!();
     let rt = Runtime::skiff().expect("skiff binary");
     let mut b = Bundle::busybox().expect("bundle");
-    set_caps(&mut b, json!({ "bounding": ["CAP_KILL", "CAP_NOT_A_CAPABILITY"] }));
+    set_caps(
+        &mut b,
+        json!({ "bounding": ["CAP_KILL", "CAP_NOT_A_CAPABILITY"] }),
+    );
     let (code, out) = run(&rt, &mut b, "true");
     assert_ne!(code, 0, "{out}");
     assert!(out.to_uppercase().contains("NOT_A_CAPABILITY"), "{out}");
@@ -230,7 +244,10 @@ fn capability_missing_from_host_bounding_set_fails() {
     runtime::for_each(|rt| {
         let mut b = Bundle::busybox().expect("bundle");
         let c = json!(["CAP_SYS_RESOURCE"]);
-        set_caps(&mut b, json!({ "bounding": c, "effective": c, "permitted": c }));
+        set_caps(
+            &mut b,
+            json!({ "bounding": c, "effective": c, "permitted": c }),
+        );
         let (code, out) = run(rt, &mut b, "true");
         assert_ne!(code, 0, "{out}");
         assert!(out.contains("not permitted"), "{out}");
@@ -256,7 +273,8 @@ fn user_groups_umask_and_no_new_privs() {
         assert!(out.contains("NoNewPrivs:\t1"), "{out}");
 
         let mut b = Bundle::busybox().expect("bundle");
-        b.set("/process/noNewPrivileges", json!(false)).expect("nnp");
+        b.set("/process/noNewPrivileges", json!(false))
+            .expect("nnp");
         let (code, out) = run(rt, &mut b, "grep NoNewPrivs /proc/self/status");
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("NoNewPrivs:\t0"), "{out}");
@@ -351,7 +369,12 @@ fn features_report_seccomp_and_lsms_truthfully() {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    for a in ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRACE"] {
+    for a in [
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_TRACE",
+    ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
     assert!(!actions.contains(&"SCMP_ACT_NOTIFY"), "{actions:?}");

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conformance::bundle::Bundle;
-use conformance::runtime::{Kind, Runtime};
 use conformance::require_root;
+use conformance::runtime::{Kind, Runtime};
 use serde_json::json;
 
 /// The runtime the attacks run against: `$SKIFF_CVE_RUNTIME` (skiff, runc, crun) or skiff.
@@ -175,10 +175,7 @@ fn cve_2024_21626_cwd_through_leaked_fd() {
     let marker_dir = host_dir("skiff-cve-21626-");
     let marker = marker_dir.path().join("host-marker");
     std::fs::write(&marker, b"host").expect("marker");
-    let rel = format!(
-        "../../../../../../../../..{}",
-        marker.to_string_lossy()
-    );
+    let rel = format!("../../../../../../../../..{}", marker.to_string_lossy());
     for n in 3..=12 {
         let mut b = Bundle::busybox().expect("bundle");
         b.cwd(&format!("/proc/self/fd/{n}"));
@@ -202,10 +199,7 @@ fn cve_2024_21626_exec_cwd_through_leaked_fd() {
     let marker_dir = host_dir("skiff-cve-21626e-");
     let marker = marker_dir.path().join("host-marker");
     std::fs::write(&marker, b"host").expect("marker");
-    let rel = format!(
-        "../../../../../../../../..{}",
-        marker.to_string_lossy()
-    );
+    let rel = format!("../../../../../../../../..{}", marker.to_string_lossy());
     let mut b = Bundle::busybox().expect("bundle");
     b.args(&["sleep", "300"]);
     let c = rt.container(&b);
@@ -213,7 +207,11 @@ fn cve_2024_21626_exec_cwd_through_leaked_fd() {
     for n in 3..=12 {
         let out = c.exec_with(
             &["--cwd", &format!("/proc/self/fd/{n}")],
-            &["sh", "-c", &format!("test -e {rel} && echo ESCAPED-VIA-FD; exit 0")],
+            &[
+                "sh",
+                "-c",
+                &format!("test -e {rel} && echo ESCAPED-VIA-FD; exit 0"),
+            ],
         );
         let text = format!("{}{}", out.stdout, out.stderr);
         assert!(
@@ -235,16 +233,33 @@ fn no_host_fds_leak_into_the_container() {
     let mut b = Bundle::busybox().expect("bundle");
     let (code, out) = run(&rt, &mut b, probe);
     assert_eq!(code, 0, "{out}");
-    let fds: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    assert_eq!(fds, ["0", "1", "2"], "unexpected fds in the container: {out}");
+    let fds: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "unexpected fds in the container: {out}"
+    );
 
     let mut b = Bundle::busybox().expect("bundle");
     b.args(&["sleep", "300"]);
     let c = rt.container(&b);
     c.run_with(&["--detach"]).ok();
     let out = c.exec(&["sh", "-c", probe]);
-    let fds: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    assert_eq!(fds, ["0", "1", "2"], "unexpected fds in the exec'd process: {out}");
+    let fds: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "unexpected fds in the exec'd process: {out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,8 +330,10 @@ fn cve_2021_30465_symlinked_mount_destinations_stay_inside() {
         std::os::unix::fs::symlink(&link_target, b.rootfs().join("evil")).expect("symlink");
         b.set("/mounts", {
             let mut m = b.config()["mounts"].as_array().cloned().unwrap_or_default();
-            m.push(json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev"] }));
+            m.push(
+                json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev"] }),
+            );
             m.push(json!({ "destination": "/hostview", "type": "bind",
                            "source": view.path(), "options": ["rbind", "ro"] }));
             json!(m)
@@ -419,7 +436,10 @@ fn cve_2025_31133_masked_paths_use_the_real_dev_null() {
          echo PWNED 2>&- >/proc/timer_list; stat -c '%F %t:%T' /proc/timer_list; exit 0",
     );
     eprintln!("exit {code}: {}", out.trim());
-    assert!(!out.contains("MASK-SHOWS-DECOY"), "masked path shows the decoy: {out}");
+    assert!(
+        !out.contains("MASK-SHOWS-DECOY"),
+        "masked path shows the decoy: {out}"
+    );
     assert_eq!(
         std::fs::read(&decoy).unwrap_or_default(),
         b"DECOY-CONTENT\n",
@@ -505,10 +525,15 @@ fn cve_2025_52881_sysctl_write_goes_to_real_procfs() {
     let decoy = b
         .write_rootfs_file("decoy", b"DECOY-CONTENT\n", 0o666)
         .expect("decoy");
-    b.set("/linux/sysctl", json!({ "kernel.domainname": "skiff-cve-test" }))
-        .expect("sysctl");
-    b.add_mount(json!({ "destination": "/proc/sys/kernel/domainname", "type": "bind",
-                        "source": decoy, "options": ["bind"] }));
+    b.set(
+        "/linux/sysctl",
+        json!({ "kernel.domainname": "skiff-cve-test" }),
+    )
+    .expect("sysctl");
+    b.add_mount(
+        json!({ "destination": "/proc/sys/kernel/domainname", "type": "bind",
+                        "source": decoy, "options": ["bind"] }),
+    );
     let (code, out) = run(&rt, &mut b, "cat /proc/sys/kernel/domainname; exit 0");
     eprintln!("exit {code}: {}", out.trim());
     assert_eq!(
@@ -591,8 +616,10 @@ fn dotdot_mount_destination_stays_inside() {
     let mut b = Bundle::busybox().expect("bundle");
     b.set("/mounts", {
         let mut m = b.config()["mounts"].as_array().cloned().unwrap_or_default();
-        m.push(json!({ "destination": format!("/../../../../../..{}", host.display()),
-                       "type": "tmpfs", "source": "tmpfs" }));
+        m.push(
+            json!({ "destination": format!("/../../../../../..{}", host.display()),
+                       "type": "tmpfs", "source": "tmpfs" }),
+        );
         m.push(json!({ "destination": "/hostview", "type": "bind",
                        "source": view.path(), "options": ["rbind", "ro"] }));
         json!(m)

@@ -50,6 +50,7 @@ struct Applier<'a> {
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
     last_parent: Option<(Vec<OsString>, OwnedFd)>,
+    buf: Vec<u8>,
 }
 
 /// Apply the (already decompressed) layer tar `reader` to `root`.
@@ -62,6 +63,7 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         created: HashSet::new(),
         dir_times: Vec::new(),
         last_parent: None,
+        buf: Vec::new(),
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -301,9 +303,15 @@ impl Applier<'_> {
                 .ctx(|| self.ctx("create", &raw))?;
                 let mut f = std::fs::File::from(fd);
                 if et == tar::EntryType::GNUSparse {
-                    copy_sparse(&mut e, &mut f).ctx(|| self.ctx("write", &raw))?;
+                    let mut buf = std::mem::take(&mut self.buf);
+                    let r = copy_sparse(&mut e, &mut f, &mut buf);
+                    self.buf = buf;
+                    r.ctx(|| self.ctx("write", &raw))?;
                 } else {
-                    copy_data(&mut e, &mut f).ctx(|| self.ctx("write", &raw))?;
+                    let mut buf = std::mem::take(&mut self.buf);
+                    let r = copy_data(&mut e, &mut f, &mut buf);
+                    self.buf = buf;
+                    r.ctx(|| self.ctx("write", &raw))?;
                 }
                 self.set_meta_fd(f.as_raw_fd(), false, &meta, &raw)?;
                 fsops::futimes(f.as_raw_fd(), meta.mtime_sec, meta.mtime_nsec)
@@ -583,10 +591,12 @@ impl Applier<'_> {
     }
 }
 
-fn copy_data<R: Read>(r: &mut R, f: &mut std::fs::File) -> io::Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
+fn copy_data<R: Read>(r: &mut R, f: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.len() < 256 * 1024 {
+        buf.resize(256 * 1024, 0);
+    }
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(&mut buf[..]) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -596,11 +606,14 @@ fn copy_data<R: Read>(r: &mut R, f: &mut std::fs::File) -> io::Result<()> {
     }
 }
 
-fn copy_sparse<R: Read>(r: &mut R, f: &mut std::fs::File) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
+fn copy_sparse<R: Read>(r: &mut R, f: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.len() < 64 * 1024 {
+        buf.resize(64 * 1024, 0);
+    }
+    let chunk = 64 * 1024;
     let mut total = 0u64;
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(&mut buf[..chunk]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -6,13 +6,12 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call or file operation failed on the named object.
-    #[error("{context}: {source}")]
+    #[error("{context}: {err}")]
     Io {
         /// What was being done, including the path.
         context: String,
-        /// The underlying OS error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying OS error (already part of the message, so not chained as a source).
+        err: std::io::Error,
     },
     /// A layer entry tried to escape or corrupt the rootfs; nothing was written for it.
     #[error("refusing hostile layer entry {path:?}: {reason}")]
@@ -52,13 +51,12 @@ pub enum Error {
         reason: String,
     },
     /// A JSON document (manifest, config, index) is malformed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {err}")]
     Json {
         /// Which document.
         context: String,
-        /// Parser error.
-        #[source]
-        source: serde_json::Error,
+        /// Parser error (already part of the message).
+        err: serde_json::Error,
     },
     /// Any other invalid input, with a full message.
     #[error("{0}")]
@@ -73,14 +71,14 @@ impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            err: source,
         }
     }
     /// Build an I/O error naming a path.
     pub(crate) fn at(what: &str, path: &Path, source: std::io::Error) -> Self {
         Error::Io {
             context: format!("{what} {}", path.display()),
-            source,
+            err: source,
         }
     }
     /// Build a hostile-entry error.
@@ -94,7 +92,7 @@ impl Error {
     pub(crate) fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Json {
             context: context.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -399,7 +399,11 @@ pub(crate) fn remove_all_at(dir: RawFd, name: &OsStr) -> io::Result<()> {
 /// Remove a host directory tree (used for bundles and temp dirs we created), never following
 /// symlinks and never crossing into a mount point (mounted dirs make it fail instead).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
     let name = match path.file_name() {
         Some(n) => n,
         None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")),

@@ -75,9 +75,9 @@ fn classify(e: Error, what: &str, limit: u64) -> Error {
         };
     }
     match e {
-        Error::Io { context, source } => Error::Io {
+        Error::Io { context, err } => Error::Io {
             context: format!("{what}: {context}"),
-            source,
+            err,
         },
         other => other,
     }
@@ -143,6 +143,8 @@ pub fn ensure_cached(
     // Deduplicate (the same layer may appear twice).
     todo.sort_by(|a, b| a.2.cmp(&b.2));
     todo.dedup_by(|a, b| a.2 == b.2);
+    // Workers pop from the end: biggest layers first balances the two workers best.
+    todo.sort_by_key(|t| t.1);
     if let Some(pb) = progress {
         pb.set_length(todo.iter().map(|t| t.1).sum());
     }

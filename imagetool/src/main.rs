@@ -194,8 +194,11 @@ fn main() {
         eprintln!("skiff-image: {e:#}");
         std::process::exit(1);
     }
+    let log_to_file = cli.log.is_some();
     if let Err(e) = run(cli) {
-        tracing::error!("{e:#}");
+        if log_to_file {
+            tracing::error!("{e:#}");
+        }
         eprintln!("skiff-image: {e:#}");
         std::process::exit(1);
     }

@@ -277,9 +277,9 @@ fn extract_archive(store: &Store, file: &Path) -> Result<tempfile::TempDir> {
     let dec = layer::decompress(BufReader::with_capacity(256 * 1024, f))
         .map_err(|e| Error::at("reading", file, e))?;
     apply::apply_layer(tmp.path(), dec, ApplyFormat::Merged).map_err(|e| match e {
-        Error::Io { context, source } => Error::Io {
+        Error::Io { context, err } => Error::Io {
             context: format!("extracting {}: {context}", file.display()),
-            source,
+            err,
         },
         other => other,
     })?;

@@ -233,7 +233,10 @@ fn apply_ambient(ambient: u64) -> Result<(), CapError> {
             // ignores these (its default spec lists ambient caps without inheritable ones), so
             // skiff does the same and leaves it out of the ambient set.
             if err.raw_os_error() == Some(libc::EPERM) {
-                tracing::debug!(cap, "ambient capability not raised: not permitted+inheritable");
+                tracing::debug!(
+                    cap,
+                    "ambient capability not raised: not permitted+inheritable"
+                );
                 continue;
             }
             return Err(CapError::Sys {

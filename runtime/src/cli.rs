@@ -8,8 +8,16 @@ use crate::logging;
 
 /// skiff: a runc-compatible OCI container runtime.
 #[derive(Debug, Parser)]
-#[command(name = "skiff", version, about = "Open Container Initiative runtime (runc-compatible)")]
+#[command(
+    name = "skiff",
+    version,
+    disable_version_flag = true,
+    about = "Open Container Initiative runtime (runc-compatible)"
+)]
 struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Root directory for storage of container state (this should be located in tmpfs).
     #[arg(long, default_value = "/run/skiff")]
     root: PathBuf,
@@ -161,8 +169,18 @@ mod tests {
     #[test]
     fn parses_runc_style_invocations() {
         let c = Cli::try_parse_from([
-            "skiff", "--root", "/tmp/r", "--log-format", "json", "run", "-d", "-b", "/b",
-            "--pid-file", "/p", "id1",
+            "skiff",
+            "--root",
+            "/tmp/r",
+            "--log-format",
+            "json",
+            "run",
+            "-d",
+            "-b",
+            "/b",
+            "--pid-file",
+            "/p",
+            "id1",
         ])
         .expect("run");
         assert!(matches!(c.command, Command::Run(ref a) if a.detach && a.id == "id1"));

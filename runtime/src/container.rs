@@ -50,8 +50,8 @@ pub struct Created {
 
 /// Load and check `config.json` of `bundle`; returns (absolute bundle, spec, absolute rootfs).
 pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
-    let bundle = std::fs::canonicalize(bundle)
-        .with_context(|| format!("bundle {}", bundle.display()))?;
+    let bundle =
+        std::fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let cfg = bundle.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -72,7 +72,10 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
     if spec.linux().is_none() {
         bail!("config.json: linux section is missing");
     }
-    let root = spec.root().as_ref().context("config.json: root is missing")?;
+    let root = spec
+        .root()
+        .as_ref()
+        .context("config.json: root is missing")?;
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
     } else {
@@ -215,7 +218,7 @@ pub fn create(global: &GlobalOptions, opts: &CreateOptions) -> Result<Created> {
     };
     let listener = UnixListener::bind(init::fd_path(dir_fd, state::EXEC_SOCK))
         .context("creating the start socket")?;
-    let sealed = sealed_exe::create().context("creating the sealed init binary")?;
+    let exe = sealed_exe::Exe::choose().context("preparing the protected init binary")?;
     let (mut chan, child_end) = Channel::pair().context("creating sync socketpair")?;
 
     let userns = plan.has(LinuxNamespaceType::User);
@@ -228,23 +231,30 @@ pub fn create(global: &GlobalOptions, opts: &CreateOptions) -> Result<Created> {
     if let Some(c) = &console {
         pass.push(c.as_raw_fd());
     }
-    let spawned = init::spawn(&sealed, &child_end, &pass);
+    let spawned = init::spawn(&exe, &child_end, &pass);
     if let Some(r) = restore {
         r.restore();
     }
     let child = spawned?;
     guard.pids.push(child);
     drop(child_end);
-    drop(sealed);
+    let mount_ns_done = exe.new_mount_ns();
+    drop(exe);
 
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
             .with_context(|| format!("setting process.oomScoreAdj {adj}"))?;
     }
     guard.cgroup = Some(cgroup.clone());
-    cgroup
-        .apply(child, linux.resources().as_ref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = cgroup.apply(child, linux.resources().as_ref()) {
+        // Rootless (unprivileged, or --rootless true) containers run without a cgroup when
+        // the host does not delegate one, as runc does.
+        if rootless(global) {
+            logging::debug(&format!("rootless: ignoring cgroup error: {e}"));
+        } else {
+            return Err(anyhow::anyhow!("{e}"));
+        }
+    }
 
     let listen_fds = std::env::var("LISTEN_FDS")
         .ok()
@@ -264,6 +274,7 @@ pub fn create(global: &GlobalOptions, opts: &CreateOptions) -> Result<Created> {
         console_to_parent: terminal && opts.console_socket.is_none(),
         start_listener_fd: Some(listener.as_raw_fd()),
         pid_ns_done: !userns,
+        mount_ns_done,
         ns_fds: Vec::new(),
         root_fd: None,
     };
@@ -355,6 +366,17 @@ pub fn create(global: &GlobalOptions, opts: &CreateOptions) -> Result<Created> {
     })
 }
 
+/// Whether cgroup errors are tolerated: `--rootless true`, or `auto`/unset as non-root.
+fn rootless(global: &GlobalOptions) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    match global.rootless.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => euid != 0,
+    }
+}
+
 /// Write a pid file atomically, as runc does.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let abs = if path.is_absolute() {
@@ -364,7 +386,9 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     };
     let tmp = abs.with_file_name(format!(
         ".{}.tmp",
-        abs.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+        abs.file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default()
     ));
     std::fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &abs).with_context(|| format!("writing {}", abs.display()))
@@ -383,7 +407,12 @@ pub fn start(dir: &StateDir, st: &mut ContainerState) -> Result<()> {
     st.started = true;
     dir.save(st)?;
     res?;
-    if let Some(h) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+    if let Some(h) = st
+        .config
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.poststart().clone())
+    {
         let json = serde_json::to_string(&st.oci(Status::Running))?;
         if let Err(e) = hooks::run("poststart", &h, &json) {
             logging::warn(&format!("{e:#}"));
@@ -418,7 +447,12 @@ pub fn destroy(dir: &StateDir, st: &ContainerState) -> Result<()> {
     if let Err(e) = cg.destroy() {
         logging::warn(&format!("removing cgroup: {e}"));
     }
-    if let Some(h) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+    if let Some(h) = st
+        .config
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.poststop().clone())
+    {
         let json = serde_json::to_string(&st.oci(Status::Stopped))?;
         if let Err(e) = hooks::run("poststop", &h, &json) {
             logging::warn(&format!("{e:#}"));

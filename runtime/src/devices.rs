@@ -7,6 +7,7 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
@@ -174,7 +175,7 @@ pub fn create_device(root: BorrowedFd<'_>, dev: &Device, host_bind: bool) -> io:
     let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = paths::ensure_in_root(root, &parent, NodeKind::Dir)?;
     if host_bind {
-        return bind_host_device(root, dir.as_fd(), &name, dev);
+        return bind_host_device(dir.as_fd(), &name, dev);
     }
     let c = name_c(&name)?;
     for attempt in 0..2 {
@@ -191,6 +192,11 @@ pub fn create_device(root: BorrowedFd<'_>, dev: &Device, host_bind: bool) -> io:
             break;
         }
         let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) && dev.kind != DevKind::Fifo {
+            // No CAP_MKNOD here (e.g. a user namespace the caller did not tell us about): bind
+            // the host's node instead, as runc does.
+            return bind_host_device(dir.as_fd(), &name, dev);
+        }
         if e.raw_os_error() != Some(libc::EEXIST) || attempt == 1 {
             return Err(e);
         }
@@ -232,12 +238,7 @@ pub fn create_device(root: BorrowedFd<'_>, dev: &Device, host_bind: bool) -> io:
     Ok(())
 }
 
-fn bind_host_device(
-    root: BorrowedFd<'_>,
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    dev: &Device,
-) -> io::Result<()> {
+fn bind_host_device(dir: BorrowedFd<'_>, name: &OsStr, dev: &Device) -> io::Result<()> {
     // The host node must be exactly the device asked for, never something else at that path.
     let host = std::fs::File::options()
         .read(true)
@@ -252,7 +253,6 @@ fn bind_host_device(
             dev.minor
         )));
     }
-    let _ = root;
     let c = name_c(name)?;
     // SAFETY: valid dir fd, NUL-terminated name; an empty regular file as mount point.
     let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), libc::S_IFREG | 0o644, 0) };
@@ -273,8 +273,6 @@ fn bind_host_device(
     let tree = mounts::clone_tree(host.as_fd(), Path::new(""), false)?;
     mounts::attach(tree.as_fd(), target.as_fd())
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Create a symlink `name -> target` in the dir fd, replacing whatever non-directory is there.
 fn force_symlink(dir: BorrowedFd<'_>, name: &str, target: &str) -> io::Result<()> {

@@ -11,9 +11,8 @@ use oci_spec::runtime::Hook;
 /// #N ...").
 pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
     for (i, h) in hooks.iter().enumerate() {
-        run_one(h, state_json).with_context(|| {
-            format!("error running {kind} hook #{i} ({})", h.path().display())
-        })?;
+        run_one(h, state_json)
+            .with_context(|| format!("error running {kind} hook #{i} ({})", h.path().display()))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! namespaces, rootfs and the process, then waits for `start` (create) or execs at once (exec).
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::namespaces::{self, Plan};
 use crate::sync::{Channel, Msg};
-use crate::{hooks, privileges, process, rootfs, seccomp, signals, tty};
+use crate::{hooks, privileges, process, rootfs, sealed_exe, seccomp, signals, tty};
 
 /// Environment variable carrying the sync socket's fd number into the re-executed init.
 pub const INIT_ENV: &str = "_SKIFF_INIT";
@@ -54,6 +54,8 @@ pub struct InitRequest {
     pub console_to_parent: bool,
     /// Create: the listening socket `start` connects to.
     pub start_listener_fd: Option<RawFd>,
+    /// The child is already in a fresh private mount namespace (read-only-bind re-exec).
+    pub mount_ns_done: bool,
     /// Create: the runtime already unshared pid/time, so no extra fork is needed.
     pub pid_ns_done: bool,
     /// Exec: namespace fds to join (proc name, fd), user first.
@@ -107,6 +109,11 @@ fn prepare_process(req: &InitRequest) -> Result<Prepared> {
         bail!("args must not be empty");
     }
     let mut env = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        // Like runc: HOME from the container's /etc/passwd for the process uid, else "/".
+        let home = container_home(p.user().uid()).unwrap_or_else(|| "/".to_string());
+        env.push(format!("HOME={home}"));
+    }
     if let Some(n) = req.listen_fds {
         env = process::merge_env(&env, &[format!("LISTEN_FDS={n}"), "LISTEN_PID=1".into()]);
     }
@@ -121,7 +128,13 @@ fn prepare_process(req: &InitRequest) -> Result<Prepared> {
         .as_ref()
         .and_then(|l| l.personality().as_ref())
         .map(|p| format!("{:?}", p.domain()))
-        .map(|d| if d.contains("32") { "LINUX32".to_string() } else { "LINUX".to_string() });
+        .map(|d| {
+            if d.contains("32") {
+                "LINUX32".to_string()
+            } else {
+                "LINUX".to_string()
+            }
+        });
     Ok(Prepared {
         path,
         args,
@@ -129,6 +142,16 @@ fn prepare_process(req: &InitRequest) -> Result<Prepared> {
         privs,
         seccomp,
         personality,
+    })
+}
+
+/// Home directory of `uid` in the container's /etc/passwd (read after pivot/chroot).
+fn container_home(uid: u32) -> Option<String> {
+    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
+    pw.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
+            .then(|| f[5].to_string())
     })
 }
 
@@ -178,6 +201,11 @@ fn set_names(spec: &Spec, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Whether the init now lives in a user namespace of the container's (new or joined).
+fn in_userns_now(plan: &Plan) -> bool {
+    plan.has(LinuxNamespaceType::User)
+}
+
 fn become_root_in_userns() {
     // SAFETY: plain credential syscalls; failure (0 unmapped) leaves our ids as they are.
     unsafe {
@@ -215,8 +243,10 @@ fn run_create(chan: &mut Channel, req: &InitRequest) -> Result<()> {
     }
     // 3. The other new namespaces (cgroup comes after the runtime placed us).
     let mut flags = 0;
+    if plan.is_new(LinuxNamespaceType::Mount) && (!req.mount_ns_done || in_userns_now(&plan)) {
+        flags |= libc::CLONE_NEWNS;
+    }
     for t in [
-        LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
@@ -359,7 +389,8 @@ fn setup_terminal(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         rootfs::setup_console(&slave).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if let Some(fd) = req.console_fd {
-        tty::send_fd(fd, master.as_raw_fd(), c"/dev/ptmx").context("sending pty master to console socket")?;
+        tty::send_fd(fd, master.as_raw_fd(), c"/dev/ptmx")
+            .context("sending pty master to console socket")?;
         // SAFETY: done with the console socket.
         unsafe { libc::close(fd) };
     } else if req.console_to_parent {
@@ -390,7 +421,8 @@ fn run_exec(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         };
         // SAFETY: the runtime passed us this fd; wrap it without taking ownership twice.
         let f = unsafe { std::fs::File::from_raw_fd(*fd) };
-        namespaces::setns_fd(&f, t).with_context(|| format!("joining the container's {name} namespace"))?;
+        namespaces::setns_fd(&f, t)
+            .with_context(|| format!("joining the container's {name} namespace"))?;
         if t == LinuxNamespaceType::User {
             become_root_in_userns();
         }
@@ -406,7 +438,12 @@ fn run_exec(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         std::env::set_current_dir("/").context("chdir /")?;
     }
     // SAFETY: setsid so a terminal can become our controlling tty.
-    let terminal = req.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let terminal = req
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     if terminal {
         setup_terminal(chan, req)?;
     }
@@ -415,18 +452,18 @@ fn run_exec(chan: &mut Channel, req: &InitRequest) -> Result<()> {
     Err(finish_and_exec(req, prep))
 }
 
-/// Runtime side: fork and re-exec the sealed binary as `skiff init` with `child_end` and
-/// `pass` inherited. Returns the child's pid. The parent must be single-threaded.
-pub fn spawn(sealed: &OwnedFd, child_end: &Channel, pass: &[RawFd]) -> Result<i32> {
+/// Runtime side: fork and re-exec skiff (protected, see [`crate::sealed_exe`]) as
+/// `skiff init` with `child_end` and `pass` inherited. Returns the child's pid. The parent
+/// must be single-threaded.
+pub fn spawn(exe: &sealed_exe::Exe, child_end: &Channel, pass: &[RawFd]) -> Result<i32> {
     let argv0 = c"skiff";
     let argv1 = c"init";
     let env = CString::new(format!("{INIT_ENV}={}", child_end.raw())).context("env")?;
     let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
     let envp = [env.as_ptr(), std::ptr::null()];
-    let memfd = sealed.as_raw_fd();
     let sync = child_end.raw();
     // SAFETY: fork in a single-threaded process; the child only makes raw syscalls
-    // (fcntl, execveat, write, _exit) before exec.
+    // (fcntl, unshare, mount, exec, write, _exit) before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error()).context("fork");
@@ -438,15 +475,8 @@ pub fn spawn(sealed: &OwnedFd, child_end: &Channel, pass: &[RawFd]) -> Result<i3
             for fd in pass {
                 libc::fcntl(*fd, libc::F_SETFD, 0);
             }
-            libc::syscall(
-                libc::SYS_execveat,
-                memfd,
-                c"".as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            let msg = b"skiff: cannot execute the sealed init binary\n";
+            sealed_exe::exec_child(exe, argv.as_ptr(), envp.as_ptr());
+            let msg = b"skiff: cannot execute the protected init binary\n";
             libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
             libc::_exit(127);
         }
@@ -463,7 +493,8 @@ pub fn fd_path(dir: RawFd, name: &str) -> PathBuf {
 /// init sent back if its final steps (startContainer hooks, privileges, exec) failed.
 pub fn release(sock_path: &Path) -> Result<()> {
     let mut s = UnixStream::connect(sock_path).context("connecting to the container's init")?;
-    s.write_all(b"S").context("releasing the container's init")?;
+    s.write_all(b"S")
+        .context("releasing the container's init")?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     if !out.is_empty() {

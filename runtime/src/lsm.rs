@@ -40,20 +40,40 @@ pub enum LsmError {
     },
 }
 
-/// Whether AppArmor is enabled on the host (for `features` and validation).
+/// Whether AppArmor is enabled on the host (for `features` and validation). The module parameter
+/// is the primary source; without /sys (e.g. asked from inside a container) the per-LSM procfs
+/// directory tells whether AppArmor is an active LSM.
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .map(|s| s.trim().starts_with('Y'))
+    match std::fs::read_to_string("/sys/module/apparmor/parameters/enabled") {
+        Ok(s) => s.trim().starts_with('Y'),
+        // Reading fails with EINVAL when AppArmor is compiled in but not the active LSM.
+        Err(_) => std::fs::read("/proc/thread-self/attr/apparmor/current").is_ok(),
+    }
+}
+
+/// Whether SELinux is enabled on the host (for `features` and validation): selinuxfs is mounted,
+/// or (without /sys) the kernel registered selinuxfs, which it only does when SELinux is enabled.
+pub fn selinux_enabled() -> bool {
+    const SELINUX_MAGIC: u64 = 0xf97c_ff8c;
+    if let Ok(st) = nix::sys::statfs::statfs("/sys/fs/selinux") {
+        if (st.filesystem_type().0 as u64) & 0xffff_ffff == SELINUX_MAGIC {
+            return true;
+        }
+    }
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some("selinuxfs"))
+        })
         .unwrap_or(false)
 }
 
-/// Whether SELinux is enabled on the host: selinuxfs is mounted (for `features` and validation).
-pub fn selinux_enabled() -> bool {
-    const SELINUX_MAGIC: u64 = 0xf97c_ff8c;
-    match nix::sys::statfs::statfs("/sys/fs/selinux") {
-        Ok(st) => (st.filesystem_type().0 as u64) & 0xffff_ffff == SELINUX_MAGIC,
-        Err(_) => false,
-    }
+/// The `linux.apparmor` and `linux.selinux` objects of `skiff features`.
+pub fn features() -> (serde_json::Value, serde_json::Value) {
+    (
+        serde_json::json!({ "enabled": apparmor_enabled() }),
+        serde_json::json!({ "enabled": selinux_enabled() }),
+    )
 }
 
 /// Validated exec labels, computed before fork.

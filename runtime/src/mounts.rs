@@ -57,6 +57,8 @@ const MS_RELATIME: u64 = libc::MS_RELATIME;
 const MS_STRICTATIME: u64 = libc::MS_STRICTATIME;
 const MS_LAZYTIME: u64 = libc::MS_LAZYTIME;
 const MS_I_VERSION: u64 = libc::MS_I_VERSION;
+/// MS_NOSYMFOLLOW (Linux 5.10); not in every libc release.
+const MS_NOSYMFOLLOW: u64 = 256;
 
 /// (name, clears?, flag): the flag options runc accepts.
 const FLAG_OPTIONS: &[(&str, bool, u64)] = &[
@@ -83,6 +85,7 @@ const FLAG_OPTIONS: &[(&str, bool, u64)] = &[
     ("nomand", true, MS_MANDLOCK),
     ("norelatime", true, MS_RELATIME),
     ("nostrictatime", true, MS_STRICTATIME),
+    ("nosymfollow", false, MS_NOSYMFOLLOW),
     ("nosuid", false, MS_NOSUID),
     ("rbind", false, MS_BIND | MS_REC),
     ("relatime", false, MS_RELATIME),
@@ -92,6 +95,7 @@ const FLAG_OPTIONS: &[(&str, bool, u64)] = &[
     ("silent", false, MS_SILENT),
     ("strictatime", false, MS_STRICTATIME),
     ("suid", true, MS_NOSUID),
+    ("symfollow", true, MS_NOSYMFOLLOW),
     ("sync", false, MS_SYNCHRONOUS),
 ];
 
@@ -207,6 +211,7 @@ impl MountOptions {
             (MS_NODEV, ATTR_NODEV),
             (MS_NOEXEC, ATTR_NOEXEC),
             (MS_NODIRATIME, ATTR_NODIRATIME),
+            (MS_NOSYMFOLLOW, ATTR_NOSYMFOLLOW),
         ] {
             if self.flags & ms != 0 {
                 set |= attr;
@@ -620,6 +625,8 @@ mod tests {
             "rnoexec",
             "lazytime",
             "defaults",
+            "nosymfollow",
+            "symfollow",
         ] {
             assert!(opts(&[name]).data.is_empty(), "{name} was taken as data");
         }

@@ -68,7 +68,10 @@ impl Plan {
         for ns in list {
             let t = ns.typ();
             if plan.has(t) {
-                bail!("linux.namespaces: duplicate namespace type {}", proc_name(t));
+                bail!(
+                    "linux.namespaces: duplicate namespace type {}",
+                    proc_name(t)
+                );
             }
             match ns.path() {
                 Some(p) if !p.as_os_str().is_empty() => plan.join.push((t, p.clone())),
@@ -101,7 +104,8 @@ impl Plan {
 pub fn join(t: LinuxNamespaceType, path: &Path) -> Result<()> {
     let f = File::open(path)
         .with_context(|| format!("opening {} namespace {}", proc_name(t), path.display()))?;
-    setns_fd(&f, t).with_context(|| format!("joining {} namespace {}", proc_name(t), path.display()))
+    setns_fd(&f, t)
+        .with_context(|| format!("joining {} namespace {}", proc_name(t), path.display()))
 }
 
 /// setns on an open namespace file.
@@ -150,6 +154,12 @@ pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
         .unwrap_or_default();
     if uids.is_empty() || gids.is_empty() {
         bail!("user namespaces enabled, but no user/group mapping found (linux.uidMappings/gidMappings)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Unprivileged writers must give up setgroups before writing gid_map.
+        let p = format!("/proc/{pid}/setgroups");
+        std::fs::write(&p, "deny").with_context(|| format!("writing {p}"))?;
     }
     for (file, text) in [("uid_map", map_text(&uids)), ("gid_map", map_text(&gids))] {
         let p = format!("/proc/{pid}/{file}");

@@ -19,9 +19,8 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf> {
     }
     if arg0.contains('/') {
         let p = Path::new(arg0);
-        let md = std::fs::metadata(p).map_err(|e| {
-            anyhow::anyhow!("exec: {arg0:?}: stat {arg0}: {}", io_msg(&e))
-        })?;
+        let md = std::fs::metadata(p)
+            .map_err(|e| anyhow::anyhow!("exec: {arg0:?}: stat {arg0}: {}", io_msg(&e)))?;
         if md.is_dir() || md.permissions().mode() & 0o111 == 0 {
             bail!("exec: {arg0:?}: permission denied");
         }

@@ -317,6 +317,13 @@ pub fn prepare(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
         }
         devices::setup_dev_links(root.as_fd()).map_err(sys("create /dev symlinks"))?;
     }
+    // runc creates a missing process.cwd (mode 0755, inside the rootfs, symlinks confined to it).
+    if let Some(cwd) = ctx.spec.process().as_ref().map(|p| p.cwd()) {
+        if cwd.is_absolute() && cwd != Path::new("/") {
+            paths::ensure_in_root(root.as_fd(), cwd, NodeKind::Dir)
+                .map_err(sys(format!("process.cwd {}: create", cwd.display())))?;
+        }
+    }
     Ok(())
 }
 
@@ -543,6 +550,8 @@ fn mount_fs(
             Err(e) => return Err(sys(name.to_string())(e)),
         }
     }
+    // runc keeps the mode of a directory the tmpfs covers, but only one that already existed.
+    let existed = paths::open_in_root(root, dest).is_ok();
     let dfd = paths::ensure_in_root(root, dest, NodeKind::Dir)
         .map_err(sys(format!("{name}: create destination")))?;
     let inside = paths::verify_inside(dfd.as_fd(), rootfs).map_err(sys(name.to_string()))?;
@@ -558,7 +567,7 @@ fn mount_fs(
         opts.flags &= !libc::MS_RDONLY;
     }
     let mut extra = Vec::new();
-    if typ == "tmpfs" && !opts.has_data_key("mode") {
+    if typ == "tmpfs" && existed && !opts.has_data_key("mode") {
         // Keep the mode of the directory the tmpfs covers (runc does the same).
         if let Ok(st) = nix::sys::stat::fstat(&dfd) {
             extra.push(format!("mode={:o}", st.st_mode & 0o7777));
@@ -789,7 +798,12 @@ fn mount_cgroup(
                 .map_err(sys(format!("{name}: mkdir {}", dirname.to_string_lossy())))?
         };
         let sub_mnt = if cgroupns {
-            mounts::new_fs("cgroup", Some("cgroup"), &sub_opts, &[subsystems.join(",")])
+            // runc names a named hierarchy's mount after it (`systemd` for name=systemd).
+            let source = subsystems
+                .iter()
+                .find_map(|s| s.strip_prefix("name="))
+                .unwrap_or("cgroup");
+            mounts::new_fs("cgroup", Some(source), &sub_opts, &[subsystems.join(",")])
                 .map_err(sys(format!("{name}: mount cgroup {key}")))?
         } else {
             let path = own.get(&key).cloned().unwrap_or_else(|| PathBuf::from("/"));
@@ -812,10 +826,8 @@ fn mount_cgroup(
             }
         }
     }
-    if opts.flags & libc::MS_RDONLY != 0 {
-        mounts::set_attr(tmpfs.as_fd(), false, libc::MOUNT_ATTR_RDONLY, 0, 0, None)
-            .map_err(sys(format!("{name}: make read-only")))?;
-    }
+    // As runc: the tmpfs holding the hierarchies stays writable (mode 755, root-owned); `ro`
+    // applies to the hierarchy mounts inside it, which is what protects the host's cgroups.
     mounts::apply_propagation(tmpfs.as_fd(), &opts.propagation)
         .map_err(sys(format!("{name}: set propagation")))
 }

@@ -9,6 +9,7 @@
 //! ```text
 //!   load arch; x86_64? -> X64;  i386 (if listed)? -> X86;  else RET bad-arch (KILL_PROCESS)
 //! X64: load nr; nr >= 0x40000000 (x32 ABI)? -> X32 if listed, else RET bad-arch
+//!      nr above every syscall the profile names (and default denies)? RET ENOSYS (as runc)
 //!      per syscall number: JEQ nr ? block : next;  block = rules with args in profile order
 //!      (first match returns its action), then the unconditional rule if any, else RET default
 //!      RET default
@@ -76,6 +77,18 @@ pub const SUPPORTED_FLAGS: &[&str] = &[
 
 /// Whether this build can enforce seccomp at all (for `skiff features`).
 pub const ENABLED: bool = cfg!(target_arch = "x86_64");
+
+/// The `linux.seccomp` object of `skiff features`, built from the lists above.
+pub fn features() -> serde_json::Value {
+    serde_json::json!({
+        "enabled": ENABLED,
+        "actions": SUPPORTED_ACTIONS,
+        "operators": SUPPORTED_OPERATORS,
+        "archs": SUPPORTED_ARCHES,
+        "knownFlags": KNOWN_FLAGS,
+        "supportedFlags": SUPPORTED_FLAGS,
+    })
+}
 
 // Kernel ABI constants (linux/seccomp.h, linux/audit.h, linux/filter.h).
 const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
@@ -563,6 +576,16 @@ fn generate(
 
 /// Emit the per-syscall blocks for one ABI; the syscall number is in the accumulator on entry.
 fn emit_abi(a: &mut Asm, table: &BTreeMap<u32, Vec<Rule>>, default_ret: u32) {
+    // Like runc: a syscall newer than every syscall the profile names gets ENOSYS instead of a
+    // denying default action, so libc falls back to an older call (the profile cannot have meant
+    // to allow or deny a syscall it predates).
+    let denies = !matches!(default_ret, RET_ALLOW | RET_LOG);
+    if let (true, Some(&max)) = (denies, table.keys().next_back()) {
+        let skip = a.label();
+        a.jump(BPF_JMP_JGT_K, max, Target::Next, Target::Label(skip));
+        a.ret(RET_ERRNO | libc::ENOSYS as u32);
+        a.bind(skip);
+    }
     for (&nr, rules) in table {
         // Fast path: a single unconditional rule whose action is the default needs no block.
         let unconditional = rules.iter().find(|r| r.conds.is_empty()).map(|r| r.ret);
@@ -848,6 +871,36 @@ mod tests {
     }
 
     #[test]
+    fn syscalls_newer_than_the_profile_get_enosys() {
+        let prog = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+              {"names":["exit_group","exit","getppid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        );
+        fn body() -> i32 {
+            // SAFETY: plain syscalls; 1000 is not a syscall number.
+            unsafe {
+                if libc::syscall(libc::SYS_dup, 1) != -1 || errno() != libc::EPERM {
+                    return 1;
+                }
+                if libc::syscall(1000) != -1 || errno() != libc::ENOSYS {
+                    return 2;
+                }
+            }
+            0
+        }
+        assert_eq!(in_child(&prog, body), End::Exit(0));
+        // A permissive default needs no stub.
+        let allow = compiled(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+              {"names":["getppid"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        );
+        assert!(!allow
+            .instructions()
+            .iter()
+            .any(|i| i.k == RET_ERRNO | libc::ENOSYS as u32));
+    }
+
+    #[test]
     fn kill_trap_actions() {
         let kill = compiled(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
@@ -1039,6 +1092,33 @@ mod tests {
         }
         assert_eq!(in_child(&docker_default(), body), End::Exit(0));
         let _ = prog;
+    }
+
+    #[test]
+    fn docker_default_profile_covers_the_compat_abis() {
+        // i386 unshare (310) through int 0x80 and x32 unshare (272 | x32 bit): the profile lists
+        // both ABIs, so they get its EPERM rather than being allowed or killed.
+        fn i386_unshare() -> i32 {
+            let mut ret: i64 = 310;
+            // SAFETY: the filter answers before the kernel runs anything; see int80_getpid.
+            unsafe {
+                std::arch::asm!("int 0x80", inlateout("rax") ret, out("r8") _, out("r9") _,
+                    out("r10") _, out("r11") _);
+            }
+            -(ret as i32)
+        }
+        fn x32_unshare() -> i32 {
+            // SAFETY: refused by the filter before it runs.
+            let r = unsafe { libc::syscall((X32_SYSCALL_BIT | 272) as libc::c_long, 0usize) };
+            if r == -1 {
+                errno()
+            } else {
+                0
+            }
+        }
+        let prog = docker_default();
+        assert_eq!(in_child(&prog, i386_unshare), End::Exit(libc::EPERM));
+        assert_eq!(in_child(&prog, x32_unshare), End::Exit(libc::EPERM));
     }
 
     #[test]

@@ -40,10 +40,11 @@ const NAMES: &[(&str, i32)] = &[
     ("XFSZ", libc::SIGXFSZ),
 ];
 
-/// Parse a signal as runc does: a number, or a name with or without `SIG` (case-insensitive).
+/// Parse a signal as runc does: a number (0 only probes the process), or a name with or
+/// without `SIG` (case-insensitive).
 pub fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=libc::SIGRTMAX()).contains(&n) {
+        if (0..=libc::SIGRTMAX()).contains(&n) {
             return Ok(n);
         }
         bail!("unknown signal {s:?}");
@@ -176,7 +177,8 @@ mod tests {
         assert_eq!(parse_signal("SIGUSR1").expect("u"), libc::SIGUSR1);
         assert_eq!(parse_signal("RTMIN+1").expect("r"), libc::SIGRTMIN() + 1);
         assert!(parse_signal("FOO").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0").expect("0"), 0);
+        assert!(parse_signal("-1").is_err());
         assert!(parse_signal("999").is_err());
         assert!(parse_signal("").is_err());
     }

@@ -233,7 +233,11 @@ pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
             while off < n as usize {
                 // SAFETY: as above.
                 let w = unsafe {
-                    libc::write(1, buf[off..].as_ptr() as *const libc::c_void, n as usize - off)
+                    libc::write(
+                        1,
+                        buf[off..].as_ptr() as *const libc::c_void,
+                        n as usize - off,
+                    )
                 };
                 if w <= 0 {
                     break;

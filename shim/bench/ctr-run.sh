@@ -86,7 +86,7 @@ with tarfile.open(out, 'w') as t:
 EOP
 $CTR images import "$D/img.tar" >/dev/null
 
-NAMES=("skiff-shim+skiff" "runc-shim+runc" "runc-shim+crun")
+NAMES=("skiff-shim+$(basename "$SKIFF")" "runc-shim+runc" "runc-shim+crun")
 ARGS=("--runtime io.containerd.skiff.v2"
       "--runtime io.containerd.runc.v2"
       "--runtime io.containerd.runc.v2 --runc-binary $D/bin/crun-hybrid")

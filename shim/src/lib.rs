@@ -117,17 +117,17 @@ mod tests {
     #[test]
     fn grouping_prefers_sandbox_annotation() {
         let dir = std::env::temp_dir().join(format!("skiff-shim-grp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test setup");
         std::fs::write(
             dir.join("config.json"),
             r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
         )
-        .unwrap();
+        .expect("test setup");
         assert_eq!(grouping(&dir, "c1"), "pod1");
-        std::fs::write(dir.join("config.json"), r#"{"annotations":{}}"#).unwrap();
+        std::fs::write(dir.join("config.json"), r#"{"annotations":{}}"#).expect("test setup");
         assert_eq!(grouping(&dir, "c1"), "c1");
-        std::fs::write(dir.join("config.json"), "not json").unwrap();
+        std::fs::write(dir.join("config.json"), "not json").expect("test setup");
         assert_eq!(grouping(&dir, "c1"), "c1");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("test setup");
     }
 }

@@ -322,13 +322,13 @@ mod tests {
     fn own_cgroup_metrics_decode() {
         // The test process itself is in some cgroup; whatever the hierarchy, collecting must
         // produce a message of the matching type.
-        let any = collect(std::process::id()).unwrap();
+        let any = collect(std::process::id()).expect("test setup");
         if is_unified() {
             assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
-            MetricsV2::parse_from_bytes(&any.value).unwrap();
+            MetricsV2::parse_from_bytes(&any.value).expect("test setup");
         } else {
             assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
-            let m = Metrics::parse_from_bytes(&any.value).unwrap();
+            let m = Metrics::parse_from_bytes(&any.value).expect("test setup");
             assert!(m.memory.is_some() || m.pids.is_some() || m.cpu.is_some());
         }
     }

@@ -229,17 +229,17 @@ mod tests {
     #[test]
     fn log_error_takes_last_error_line() {
         let dir = std::env::temp_dir().join(format!("skiff-shim-log-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dir).expect("test setup");
         let log = dir.join("log.json");
         fs::write(
             &log,
             "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"boom\"}\n",
         )
-        .unwrap();
+        .expect("test setup");
         assert_eq!(last_log_error(&log), "boom");
-        fs::write(&log, "plain text failure\n").unwrap();
+        fs::write(&log, "plain text failure\n").expect("test setup");
         assert_eq!(last_log_error(&log), "plain text failure");
-        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&dir).expect("test setup");
     }
 
     #[test]
@@ -249,15 +249,15 @@ mod tests {
 
     #[test]
     fn missing_binary_is_a_clear_error() {
-        let e = Runtime::new("/nonexistent/skiff", "", "default").unwrap_err();
+        let e = Runtime::new("/nonexistent/skiff", "", "default").expect_err("must fail");
         assert!(e.to_string().contains("/nonexistent/skiff"), "{e}");
     }
 
     #[test]
     fn default_root_is_per_binary_and_namespace() {
-        let r = Runtime::new("/bin/sh", "", "k8s.io").unwrap();
+        let r = Runtime::new("/bin/sh", "", "k8s.io").expect("test setup");
         assert_eq!(r.root, PathBuf::from("/run/containerd/sh/k8s.io"));
-        let r = Runtime::new("/bin/sh", "/run/x", "ns").unwrap();
+        let r = Runtime::new("/bin/sh", "/run/x", "ns").expect("test setup");
         assert_eq!(r.root, PathBuf::from("/run/x/ns"));
     }
 }

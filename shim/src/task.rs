@@ -278,9 +278,17 @@ impl TaskService {
                 req.id
             )));
         }
+        // Only runc-shaped options carry BinaryName/Root; containerd's CRI sends other runtime
+        // types a different message (runtimeoptions: TypeUrl/ConfigPath), which has neither.
         let opts = match req.options.as_ref() {
-            Some(any) if !any.value.is_empty() => Options::parse_from_bytes(&any.value)
-                .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?,
+            Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
+                Options::parse_from_bytes(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?
+            }
+            Some(any) if !any.type_url.is_empty() => {
+                debug!("ignoring runtime options of type {}", any.type_url);
+                Options::default()
+            }
             _ => Options::default(),
         };
         let bundle = PathBuf::from(&req.bundle);

@@ -216,7 +216,10 @@ fn freeze_thaw_update_stats_destroy() {
     assert!(json["memory"]["usage"]["limit"].as_u64().is_some());
 
     let dirs: Vec<PathBuf> = g.mgr.dirs().values().cloned().collect();
-    kill_all(&g.mgr);
+    // Even a paused container dies at once: signal_all thaws after signalling.
+    g.mgr.freeze().expect("freeze");
+    g.mgr.signal_all(libc::SIGKILL).expect("signal_all");
+    assert!(!g.mgr.is_frozen().expect("is_frozen"));
     let _ = g.child.wait();
     // Killed tasks leave the cgroup asynchronously; wait (bounded) until it is empty.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -437,4 +440,31 @@ fn less_common_resources() {
             assert!(!m.exists(), "{ctrl}: cgroup left behind");
         }
     }
+}
+
+/// Relative cgroupsPath (and the default from the id) hang below PID 1's cgroup in every
+/// hierarchy, whatever cgroup the caller runs in.
+#[test]
+fn relative_paths_resolve_below_pid1() {
+    require_root!();
+    let m = CgroupManager::new(None, "rel-id", false).expect("manager");
+    let pid1 = super::layout::proc_cgroups("1").expect("pid 1 cgroups");
+    for (key, dir) in m.dirs() {
+        assert!(dir.ends_with("rel-id"), "{key}: {}", dir.display());
+    }
+    if pid1.iter().all(|(_, _, p)| p == "/") {
+        for dir in m.dirs().values() {
+            let parent = dir.parent().expect("parent");
+            assert!(
+                parent.join("cgroup.procs").exists(),
+                "{} is not a hierarchy root",
+                parent.display()
+            );
+        }
+    }
+    let m = CgroupManager::new(Some("a/b"), "x", false).expect("manager");
+    assert_eq!(m.path(), "a/b");
+    assert!(m.dirs().values().all(|d| d.ends_with("a/b")));
+    let m = CgroupManager::new(Some("/abs/c"), "x", false).expect("manager");
+    assert!(m.dirs().values().all(|d| d.ends_with("abs/c")));
 }

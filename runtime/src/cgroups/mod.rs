@@ -228,7 +228,15 @@ impl CgroupManager {
             }
             fs::remove_dirs(&created);
         }
-        result
+        match result {
+            // Rootless, as runc: an unprivileged caller that asked for no limits runs without a
+            // cgroup of its own when the hierarchy is not delegated to it.
+            Err(e) if rootless_may_skip(&e, resources) => {
+                tracing::debug!("rootless: running without a container cgroup: {e}");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn apply_inner(
@@ -354,6 +362,10 @@ impl CgroupManager {
         if pid <= 0 {
             return Err(CgroupError::Invalid(format!("invalid pid {pid}")));
         }
+        if !self.exists() && !nix::unistd::geteuid().is_root() {
+            // A rootless container that `apply` ran without a cgroup: nothing to join.
+            return Ok(());
+        }
         for (key, dir) in &self.dirs {
             match fs::write(dir, "cgroup.procs", &pid.to_string()) {
                 Ok(()) => {}
@@ -434,6 +446,21 @@ impl CgroupManager {
         }
     }
 
+    /// Signal every process of the container (`kill --all`, `delete --force`): the cgroup is
+    /// frozen while the list is taken so no fork escapes, then thawed so the signal is delivered
+    /// (a frozen task never dies), as runc does.
+    pub fn signal_all(&self, signal: i32) -> Result<(), CgroupError> {
+        let _ = self.freeze();
+        let pids = self.pids();
+        for pid in pids.iter().flatten() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, signal) };
+        }
+        let thawed = self.thaw();
+        pids.map(|_| ())?;
+        thawed
+    }
+
     /// Current resource usage, in the shape `skiff events` prints.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
         stats::collect(self)
@@ -475,6 +502,27 @@ impl CgroupManager {
             None => Ok(()),
         }
     }
+}
+
+/// Whether a failed `apply` may be ignored: the caller is not root, the kernel refused access,
+/// and the config sets no limit (so nothing the user asked for is lost).
+fn rootless_may_skip(err: &CgroupError, resources: &LinuxResources) -> bool {
+    let denied = matches!(err, CgroupError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)));
+    denied && !nix::unistd::geteuid().is_root() && no_limits(resources)
+}
+
+/// True when `resources` asks for nothing beyond device rules (which a rootless container
+/// cannot program and which its user namespace already restricts).
+fn no_limits(r: &LinuxResources) -> bool {
+    r.cpu().is_none()
+        && r.memory().is_none()
+        && r.pids().is_none()
+        && r.block_io().is_none()
+        && r.hugepage_limits().as_ref().is_none_or(|h| h.is_empty())
+        && r.network().is_none()
+        && r.unified().as_ref().is_none_or(|u| u.is_empty())
+        && r.rdma().as_ref().is_none_or(|m| m.is_empty())
 }
 
 fn missing_unified() -> CgroupError {
@@ -531,5 +579,19 @@ mod tests {
         assert!(normalize_path("/").is_err());
         assert_eq!(join_cgroup("/", "x"), "/x");
         assert_eq!(join_cgroup("/a/b", "x/y"), "/a/b/x/y");
+    }
+
+    #[test]
+    fn unified_keys_are_limits_only() {
+        for (json, ok) in [
+            (r#"{"unified":{"memory.high":"1"}}"#, true),
+            (r#"{"unified":{"cgroup.max.depth":"3"}}"#, true),
+            (r#"{"unified":{"cgroup.procs":"1"}}"#, false),
+            (r#"{"unified":{"cgroup.kill":"1"}}"#, false),
+            (r#"{"unified":{"../x.y":"1"}}"#, false),
+        ] {
+            let r: LinuxResources = serde_json::from_str(json).expect("json");
+            assert_eq!(v1::validate_common(&r).is_ok(), ok, "{json}");
+        }
     }
 }

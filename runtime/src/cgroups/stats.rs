@@ -303,6 +303,11 @@ pub fn collect(m: &CgroupManager) -> Result<Stats, CgroupError> {
             blkio_v1(dir, "blkio.throttle.io_service_bytes_recursive");
         st.blkio.io_serviced_recursive = blkio_v1(dir, "blkio.throttle.io_serviced_recursive");
     }
+    if m.dir_for("hugetlb").is_none() {
+        if let Some(dir) = m.unified_dir() {
+            hugetlb_v2(dir, &mut st);
+        }
+    }
     if let Some(dir) = m.dir_for("hugetlb") {
         for size in hugepage_sizes() {
             st.hugetlb.insert(
@@ -438,6 +443,12 @@ fn collect_v2(dir: &Path, st: &mut Stats) -> Result<(), CgroupError> {
             }
         }
     }
+    hugetlb_v2(dir, st);
+    Ok(())
+}
+
+/// hugetlb usage from cgroup2 files (pure v2, or the hybrid host's unified tree).
+fn hugetlb_v2(dir: &Path, st: &mut Stats) {
     for size in hugepage_sizes() {
         if dir.join(format!("hugetlb.{size}.current")).exists() {
             st.hugetlb.insert(
@@ -450,7 +461,6 @@ fn collect_v2(dir: &Path, st: &mut Stats) -> Result<(), CgroupError> {
             );
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -130,6 +130,13 @@ pub fn validate_common(r: &LinuxResources) -> Result<(), CgroupError> {
                     "linux.resources.unified: invalid key {k:?} (want a cgroup2 file name like memory.high)"
                 )));
             }
+            // Core files would move or kill processes or change the tree: only limits are allowed.
+            if k.starts_with("cgroup.") && k != "cgroup.max.depth" && k != "cgroup.max.descendants"
+            {
+                return Err(invalid(format!(
+                    "linux.resources.unified: key {k:?} is not a resource limit and cannot be set"
+                )));
+            }
         }
     }
     Ok(())

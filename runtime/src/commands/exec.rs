@@ -85,7 +85,8 @@ pub fn run(global: &GlobalOptions, args: Args) -> Result<i32> {
 fn build_process(st: &ContainerState, args: &Args) -> Result<Process> {
     let mut p: Process = match &args.process {
         Some(path) => {
-            let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let data =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))?
         }
         None => {
@@ -105,10 +106,8 @@ fn build_process(st: &ContainerState, args: &Args) -> Result<Process> {
     if p.args().as_ref().is_none_or(|a| a.is_empty()) {
         bail!("process args cannot be empty");
     }
-    if args.process.is_none() || args.tty {
-        if args.tty {
-            p.set_terminal(Some(true));
-        }
+    if args.tty {
+        p.set_terminal(Some(true));
     }
     if let Some(cwd) = &args.cwd {
         p.set_cwd(PathBuf::from(cwd));
@@ -123,7 +122,10 @@ fn build_process(st: &ContainerState, args: &Args) -> Result<Process> {
             None => (u.as_str(), None),
         };
         let mut user = p.user().clone();
-        user.set_uid(uid.parse().with_context(|| format!("parsing --user {u:?}"))?);
+        user.set_uid(
+            uid.parse()
+                .with_context(|| format!("parsing --user {u:?}"))?,
+        );
         if let Some(g) = gid {
             user.set_gid(g.parse().with_context(|| format!("parsing --user {u:?}"))?);
         }
@@ -168,8 +170,11 @@ fn build_process(st: &ContainerState, args: &Args) -> Result<Process> {
     Ok(p)
 }
 
+/// Namespace files joined by the exec child (by /proc name) and by the runtime itself.
+type NsFiles = (Vec<(String, File)>, Vec<(LinuxNamespaceType, File)>);
+
 /// Namespaces of the init that differ from ours, opened for joining.
-fn open_namespaces(pid: i32) -> Result<(Vec<(String, File)>, Vec<(LinuxNamespaceType, File)>)> {
+fn open_namespaces(pid: i32) -> Result<NsFiles> {
     let mut in_child = Vec::new();
     let mut in_parent = Vec::new();
     for t in namespaces::JOIN_ORDER {
@@ -226,7 +231,7 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         Some(p) => Some(tty::connect_console_socket(p)?),
         None => None,
     };
-    let sealed = sealed_exe::create().context("creating the sealed init binary")?;
+    let exe = sealed_exe::Exe::choose().context("preparing the protected init binary")?;
     let (mut chan, child_end) = Channel::pair()?;
 
     // Our children are born in the container's pid and time namespaces.
@@ -234,14 +239,15 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
     for (t, f) in &ns_parent {
         let name = namespaces::proc_name(*t);
         restore.push((*t, File::open(format!("/proc/self/ns/{name}"))?));
-        namespaces::setns_fd(f, *t).with_context(|| format!("joining the container's {name} namespace"))?;
+        namespaces::setns_fd(f, *t)
+            .with_context(|| format!("joining the container's {name} namespace"))?;
     }
     let mut pass: Vec<i32> = ns_child.iter().map(|(_, f)| f.as_raw_fd()).collect();
     pass.push(root.as_raw_fd());
     if let Some(c) = &console {
         pass.push(c.as_raw_fd());
     }
-    let spawned = init::spawn(&sealed, &child_end, &pass);
+    let spawned = init::spawn(&exe, &child_end, &pass);
     for (t, f) in &restore {
         let _ = namespaces::setns_fd(f, *t);
     }
@@ -275,13 +281,15 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         console_to_parent: terminal && args.console_socket.is_none(),
         start_listener_fd: None,
         pid_ns_done: true,
+        mount_ns_done: exe.new_mount_ns(),
         ns_fds: ns_child
             .iter()
             .map(|(n, f)| (n.clone(), f.as_raw_fd()))
             .collect(),
         root_fd: Some(root.as_raw_fd()),
     };
-    chan.send(&Msg::Request(Box::new(req))).map_err(|e| kill_child(e.into()))?;
+    chan.send(&Msg::Request(Box::new(req)))
+        .map_err(|e| kill_child(e.into()))?;
     drop(ns_child);
     drop(root);
     drop(console);
@@ -293,7 +301,9 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
             }
             Ok(Some(Msg::Ready)) => {}
             Ok(Some(Msg::Error(e))) => {
-                return Err(kill_child(anyhow::anyhow!("unable to start container process: {e}")))
+                return Err(kill_child(anyhow::anyhow!(
+                    "unable to start container process: {e}"
+                )))
             }
             Ok(Some(other)) => {
                 return Err(kill_child(anyhow::anyhow!("unexpected message {other:?}")))

@@ -35,7 +35,12 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
         cg.pids()?
     };
     if args.format == "json" {
-        println!("{}", serde_json::to_string(&pids)?);
+        // runc prints its empty (nil) pid list as `null`.
+        if pids.is_empty() {
+            println!("null");
+        } else {
+            println!("{}", serde_json::to_string(&pids)?);
+        }
         return Ok(0);
     }
     let ps_args = if args.ps_args.is_empty() {

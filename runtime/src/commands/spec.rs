@@ -18,8 +18,10 @@ pub struct Args {
 
 /// Run `skiff spec`; returns the exit code.
 pub fn run(_global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
-    let dir = args.bundle.unwrap_or_else(|| PathBuf::from("."));
-    let path = dir.join("config.json");
+    let path = match &args.bundle {
+        Some(dir) => dir.join("config.json"),
+        None => PathBuf::from("config.json"),
+    };
     if path.exists() {
         anyhow::bail!("File {} exists. Remove it first", path.display());
     }

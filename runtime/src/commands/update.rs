@@ -163,7 +163,7 @@ fn from_flags(a: &Args) -> anyhow::Result<LinuxResources> {
 /// Copy the fields present in `new` over `old` (what is stored back in the config snapshot).
 fn merge(old: &mut LinuxResources, new: &LinuxResources) {
     if let Some(m) = new.memory() {
-        let mut cur = old.memory().clone().unwrap_or_default();
+        let mut cur = old.memory().unwrap_or_default();
         macro_rules! take {
             ($get:ident, $set:ident) => {
                 if m.$get().is_some() {
@@ -240,10 +240,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     let dir = StateDir::open(&global.root, &args.id)?;
     let mut st = dir.load()?;
     if st.status(&dir) == Status::Stopped {
-        anyhow::bail!(
-            "container {} is not running: cannot update a stopped container",
-            args.id
-        );
+        anyhow::bail!("container not running");
     }
     let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
     cg.update(&resources)?;
