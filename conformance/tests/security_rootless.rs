@@ -78,12 +78,9 @@ fn as_user(user: &TestUser, bin: &Path, args: &[&str]) -> Output {
 /// `skiff spec --rootless` in a bundle owned by an unprivileged user, then `skiff run` as that user:
 /// the process is root inside a user namespace that maps only the user's uid.
 ///
-/// NOT YET PASSING WITH SKIFF (hence ignored): skiff creates cgroups unconditionally and the
-/// unprivileged user gets EACCES on /sys/fs/cgroup ("cgroup /sys/fs/cgroup/unified/<id>: Permission
-/// denied"); runc skips cgroups it cannot create in rootless mode. The test passes against runc:
-/// `SKIFF_BIN=/usr/sbin/runc cargo test -p skiff-conformance --test security_rootless -- --ignored`.
+/// Like runc, skiff runs without a container cgroup when the unprivileged caller cannot create
+/// one and the config sets no limits.
 #[test]
-#[ignore = "skiff does not skip cgroups in rootless mode yet (runtime core / cgroups)"]
 fn rootless_spec_runs_as_unprivileged_user() {
     require_root!();
     let bin = conformance::bins::skiff().expect("skiff binary");

@@ -69,12 +69,12 @@ OVW="$SI --store $WORK/store unpack debian:bench $WORK/b-ovw --mode overlay"
 RMB="$SI --store $WORK/store rm-bundle"
 
 hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" \
-    -n "tar -xzf (5 layers in turn)" --prepare "rm -rf $WORK/t" "$TARX" \
-    -n "gzip -dc (5 layers)" --prepare "true" "$GZ" \
-    -n "umoci unpack" --prepare "rm -rf $WORK/u" "$UMOCI" \
-    -n "skiff-image unpack --mode copy" --prepare "$RMB $WORK/b-copy >/dev/null 2>&1 || true" "$COPY" \
-    -n "skiff-image unpack --mode overlay (cold cache)" --prepare "$RMB $WORK/b-ovc >/dev/null 2>&1 || true; rm -rf $WORK/store/layers/*" "$OVC" \
-    -n "skiff-image unpack --mode overlay (cached layers)" --prepare "$RMB $WORK/b-ovw >/dev/null 2>&1 || true" "$OVW"
+    -n "tar -xzf (5 layers in turn)" --prepare "rm -rf $WORK/t; sync" "$TARX" \
+    -n "gzip -dc (5 layers)" --prepare "sync" "$GZ" \
+    -n "umoci unpack" --prepare "rm -rf $WORK/u; sync" "$UMOCI" \
+    -n "skiff-image unpack --mode copy" --prepare "$RMB $WORK/b-copy >/dev/null 2>&1 || true; sync" "$COPY" \
+    -n "skiff-image unpack --mode overlay (cold cache)" --prepare "$RMB $WORK/b-ovc >/dev/null 2>&1 || true; rm -rf $WORK/store/layers/*; sync" "$OVC" \
+    -n "skiff-image unpack --mode overlay (cached layers)" --prepare "$RMB $WORK/b-ovw >/dev/null 2>&1 || true; sync" "$OVW"
 cat "$WORK/results.md"
 # Sanity: copy mode and umoci agree on the file count.
 echo "files: skiff-image copy $(find "$WORK/b-copy/rootfs" | wc -l), umoci $(find "$WORK/u/rootfs" | wc -l), tar $(find "$WORK/t" | wc -l)"

@@ -210,8 +210,15 @@ pub fn create(global: &GlobalOptions, opts: &CreateOptions) -> Result<Created> {
         path: dir.path.clone(),
         dir: dir.dir.try_clone().context("dup state dir")?,
     });
+    // linux.devices nodes get device-cgroup allow rules too, as runc adds them.
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
     let cgroup = CgroupManager::new(cgroups_path.as_deref(), &opts.id, global.systemd_cgroup)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_devices(&devices);
     let console = match &opts.console_socket {
         Some(p) => Some(tty::connect_console_socket(p)?),
         None => None,
@@ -440,6 +447,10 @@ pub fn destroy(dir: &StateDir, st: &ContainerState) -> Result<()> {
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
         }
+    }
+    // A frozen task never dies: thaw a paused container so the SIGKILLs are delivered.
+    if cg.is_frozen().unwrap_or(false) {
+        let _ = cg.thaw();
     }
     if st.pid > 0 && state::proc_start_time(st.pid).is_some_and(|(s, _)| s == st.pid_start) {
         wait_gone(st.pid, 10_000);

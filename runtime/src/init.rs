@@ -266,6 +266,9 @@ fn run_create(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         need_fork = plan.has(LinuxNamespaceType::Pid) || plan.has(LinuxNamespaceType::Time);
     }
     namespaces::unshare(flags, "container")?;
+    if flags & libc::CLONE_NEWNET != 0 {
+        namespaces::loopback_up().context("bring up lo in the new network namespace")?;
+    }
     if flags & libc::CLONE_NEWTIME != 0 {
         namespaces::write_time_offsets(spec)?;
     }

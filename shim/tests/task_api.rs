@@ -112,7 +112,7 @@ fn make_bundle(bundle: &Path, id: &str) {
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
         ],
         "linux": {
-            "cgroupsPath": format!("/skiff-shim-test/{id}"),
+            "cgroupsPath": format!("/skiff-shim-test-{id}"),
             "resources": {"memory": {"limit": 33554432}},
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}]
         }
