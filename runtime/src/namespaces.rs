@@ -205,33 +205,6 @@ pub fn ns_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_split() {
-        let spec: Spec = serde_json::from_str(
-            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/proc/1/ns/net"},{"type":"mount"}]}}"#,
-        )
-        .expect("spec");
-        let p = Plan::from_spec(&spec).expect("plan");
-        assert!(p.is_new(LinuxNamespaceType::Pid));
-        assert!(p.is_new(LinuxNamespaceType::Mount));
-        assert!(!p.is_new(LinuxNamespaceType::Network));
-        assert!(p.has(LinuxNamespaceType::Network));
-        assert_eq!(
-            p.join_path(LinuxNamespaceType::Network),
-            Some(Path::new("/proc/1/ns/net"))
-        );
-        let dup: Spec = serde_json::from_str(
-            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#,
-        )
-        .expect("spec");
-        assert!(Plan::from_spec(&dup).is_err());
-    }
-}
-
 /// Bring up `lo` in a freshly created network namespace, as runc's loopback strategy does, so
 /// a container can reach its own services on 127.0.0.1.
 pub fn loopback_up() -> std::io::Result<()> {
@@ -261,4 +234,31 @@ pub fn loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_split() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/proc/1/ns/net"},{"type":"mount"}]}}"#,
+        )
+        .expect("spec");
+        let p = Plan::from_spec(&spec).expect("plan");
+        assert!(p.is_new(LinuxNamespaceType::Pid));
+        assert!(p.is_new(LinuxNamespaceType::Mount));
+        assert!(!p.is_new(LinuxNamespaceType::Network));
+        assert!(p.has(LinuxNamespaceType::Network));
+        assert_eq!(
+            p.join_path(LinuxNamespaceType::Network),
+            Some(Path::new("/proc/1/ns/net"))
+        );
+        let dup: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#,
+        )
+        .expect("spec");
+        assert!(Plan::from_spec(&dup).is_err());
+    }
 }

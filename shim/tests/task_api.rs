@@ -153,7 +153,14 @@ fn task_api_over_ttrpc_with_runc() {
 
     let shim_sock = dir.join("shim.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_containerd-shim-skiff-v2"))
-        .args(["-namespace", "skifftest", "-id", &id, "-address", "/nonexistent"])
+        .args([
+            "-namespace",
+            "skifftest",
+            "-id",
+            &id,
+            "-address",
+            "/nonexistent",
+        ])
         .arg("-socket")
         .arg(format!("unix://{}", shim_sock.display()))
         .env("TTRPC_ADDRESS", &events_sock)
@@ -282,9 +289,13 @@ fn task_api_over_ttrpc_with_runc() {
         other => panic!("unexpected error {other:?}"),
     }
 
-    // Input reaches the process; CloseIO gives it EOF, it exits 9.
+    // Input reaches the process and its output comes back; CloseIO gives it EOF, it exits 9.
     use std::io::{Read, Write};
     (&stdin_w).write_all(b"ping\n").expect("write stdin");
+    // cat echoes it; read it before CloseIO so the close cannot overtake the data.
+    let mut buf = [0u8; 5];
+    (&stdout_r).read_exact(&mut buf).expect("read stdout");
+    assert_eq!(&buf, b"ping\n");
     task.close_io(
         ctx(),
         &api::CloseIORequest {
@@ -304,9 +315,6 @@ fn task_api_over_ttrpc_with_runc() {
         )
         .expect("wait");
     assert_eq!(waited.exit_status, 9);
-    let mut buf = [0u8; 5];
-    (&stdout_r).read_exact(&mut buf).expect("read stdout");
-    assert_eq!(&buf, b"ping\n");
     let deleted = task
         .delete(
             ctx(),
@@ -338,8 +346,17 @@ fn task_api_over_ttrpc_with_runc() {
             }
         }
     }
-    let topics = recorder.topics.lock().map(|t| t.clone()).unwrap_or_default();
-    for t in ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"] {
+    let topics = recorder
+        .topics
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+    for t in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
         assert!(topics.iter().any(|x| x == t), "missing {t} in {topics:?}");
     }
     assert_eq!(
