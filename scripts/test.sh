@@ -8,5 +8,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2

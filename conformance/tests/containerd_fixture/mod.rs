@@ -428,5 +428,27 @@ impl Drop for Containerd {
         for rt in ["runc", "skiff"] {
             let _ = fs::remove_dir(Path::new("/run/containerd").join(rt).join(&self.ns));
         }
+        // containerd puts each container's cgroup under /<namespace>/; the runtimes remove the
+        // container's own cgroup, the namespace's parent directory is ours to remove.
+        remove_namespace_cgroups(&self.ns);
+    }
+}
+
+/// Remove the (by now empty) `/<ns>` cgroup directory of every hierarchy.
+fn remove_namespace_cgroups(ns: &str) {
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<std::path::PathBuf> =
+        hierarchies.flatten().map(|h| h.path().join(ns)).collect();
+    // cgroup v2 directly under /sys/fs/cgroup.
+    dirs.push(Path::new("/sys/fs/cgroup").join(ns));
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        if let Ok(children) = fs::read_dir(&dir) {
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::remove_dir(c.path());
+            }
+        }
+        let _ = fs::remove_dir(&dir);
     }
 }
