@@ -62,6 +62,64 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// The image the containerd tests run, made the way a user would: a busybox base imported with
+/// `skiff-image`, a Dockerfile built by `skiff-build` (RUN through skiff), exported as a
+/// `docker save`-style archive named [`IMAGE`] for `ctr images import`.
+pub fn skiff_built_archive(work: &Path, out: &Path) -> Result<(), String> {
+    let bin = |r: Result<PathBuf, conformance::bins::BinError>| r.map_err(|e| e.to_string());
+    let (skiff, image, build) = (
+        bin(conformance::bins::skiff())?,
+        bin(conformance::bins::skiff_image())?,
+        bin(conformance::bins::skiff_build())?,
+    );
+    let store = work.join("image-store");
+    let ctx = work.join("image-context");
+    fs::create_dir_all(&ctx).map_err(|e| format!("{}: {e}", ctx.display()))?;
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo skiff-build > /etc/built-by\nCMD [\"sh\"]\n",
+    )
+    .map_err(|e| format!("Dockerfile: {e}"))?;
+    let base_script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/make-busybox-base.sh");
+    let steps: Vec<(&str, Command)> = vec![
+        ("make-busybox-base.sh", {
+            let mut c = Command::new("sh");
+            c.arg(&base_script)
+                .arg("busybox:latest")
+                .env("SKIFF_IMAGE", &image)
+                .env("SKIFF_STORE", &store);
+            c
+        }),
+        ("skiff-build", {
+            let mut c = Command::new(&build);
+            c.arg("--store")
+                .arg(&store)
+                .arg("--runtime")
+                .arg(&skiff)
+                .args(["-q", "-t", "skiff-busybox:latest"])
+                .arg(&ctx);
+            c
+        }),
+        ("skiff-image export", {
+            let mut c = Command::new(&image);
+            c.arg("--store").arg(&store).args([
+                "export",
+                "skiff-busybox:latest",
+                &format!("docker-archive:{}:skiff-busybox:latest", out.display()),
+            ]);
+            c
+        }),
+    ];
+    for (what, cmd) in steps {
+        let o = run_limited(cmd, 120);
+        if o.code != 0 {
+            return Err(format!("{what} failed: {o:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// Builds a one-layer busybox OCI layout tar (what `ctr images import` takes).
 pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
     let mut layer = tar::Builder::new(Vec::new());
@@ -242,8 +300,8 @@ impl Containerd {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        let archive = me.dir.join("busybox-oci.tar");
-        busybox_oci_archive(&archive).map_err(|e| format!("make image: {e}"))?;
+        let archive = me.dir.join("skiff-built.tar");
+        skiff_built_archive(&me.dir, &archive)?;
         let imp = me.ctr(&["images", "import", &archive.to_string_lossy()]);
         if imp.code != 0 {
             return Err(format!("image import failed: {imp:?}"));
