@@ -167,6 +167,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn command_definition_is_consistent() {
+        // clap's own checks (unique ids and groups across flattened structs, e.g. run = create + 2).
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
     fn parses_runc_style_invocations() {
         let c = Cli::try_parse_from([
             "skiff",
@@ -183,7 +189,7 @@ mod tests {
             "id1",
         ])
         .expect("run");
-        assert!(matches!(c.command, Command::Run(ref a) if a.detach && a.id == "id1"));
+        assert!(matches!(c.command, Command::Run(ref a) if a.detach && a.create.id == "id1"));
         let c = Cli::try_parse_from(["skiff", "kill", "--all", "c", "KILL"]).expect("kill");
         assert!(matches!(c.command, Command::Kill(ref a) if a.all && a.signal == "KILL"));
         let c = Cli::try_parse_from(["skiff", "exec", "-e", "A=1", "-t", "c", "sh", "-c", "x"])

@@ -414,14 +414,24 @@ pub fn start(dir: &StateDir, st: &mut ContainerState) -> Result<()> {
     st.started = true;
     dir.save(st)?;
     res?;
-    if let Some(h) = st
+    let poststart = st
         .config
         .hooks()
         .as_ref()
-        .and_then(|h| h.poststart().clone())
-    {
-        let json = serde_json::to_string(&st.oci(Status::Running))?;
-        if let Err(e) = hooks::run("poststart", &h, &json) {
+        .and_then(|h| h.poststart().clone());
+    run_hooks_warning("poststart", poststart, st, Status::Running)
+}
+
+/// Run hooks whose failure the spec says only to log (poststart, poststop).
+fn run_hooks_warning(
+    name: &str,
+    hooks: Option<Vec<oci_spec::runtime::Hook>>,
+    st: &ContainerState,
+    status: Status,
+) -> Result<()> {
+    if let Some(h) = hooks {
+        let json = serde_json::to_string(&st.oci(status))?;
+        if let Err(e) = hooks::run(name, &h, &json) {
             logging::warn(&format!("{e:#}"));
         }
     }
@@ -458,16 +468,11 @@ pub fn destroy(dir: &StateDir, st: &ContainerState) -> Result<()> {
     if let Err(e) = cg.destroy() {
         logging::warn(&format!("removing cgroup: {e}"));
     }
-    if let Some(h) = st
+    let poststop = st
         .config
         .hooks()
         .as_ref()
-        .and_then(|h| h.poststop().clone())
-    {
-        let json = serde_json::to_string(&st.oci(Status::Stopped))?;
-        if let Err(e) = hooks::run("poststop", &h, &json) {
-            logging::warn(&format!("{e:#}"));
-        }
-    }
+        .and_then(|h| h.poststop().clone());
+    run_hooks_warning("poststop", poststop, st, Status::Stopped)?;
     dir.remove()
 }

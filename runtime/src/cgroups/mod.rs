@@ -109,11 +109,7 @@ impl CgroupManager {
             let cg = if absolute {
                 path.to_string()
             } else {
-                let own_path = own
-                    .iter()
-                    .find(|(id, c, _)| *id == 0 && c.is_empty())
-                    .map(|(_, _, p)| p.as_str())
-                    .unwrap_or("/");
+                let own_path = own_unified_path(&own);
                 // Our own cgroup may hold tasks, which forbids enabling controllers below it.
                 let parent = Path::new(own_path)
                     .parent()
@@ -147,11 +143,7 @@ impl CgroupManager {
                 let cg = if absolute {
                     path.to_string()
                 } else {
-                    let own_path = own
-                        .iter()
-                        .find(|(id, c, _)| *id == 0 && c.is_empty())
-                        .map(|(_, _, p)| p.as_str())
-                        .unwrap_or("/");
+                    let own_path = own_unified_path(&own);
                     join_cgroup(own_path, path)
                 };
                 dirs.insert(UNIFIED_KEY.to_string(), unified.dir_of(&cg));
@@ -502,6 +494,14 @@ impl CgroupManager {
             None => Ok(()),
         }
     }
+}
+
+/// Our own cgroup2 path from /proc/PID/cgroup entries (`0::PATH`), `/` when there is none.
+fn own_unified_path(own: &[(u32, Vec<String>, String)]) -> &str {
+    own.iter()
+        .find(|(id, c, _)| *id == 0 && c.is_empty())
+        .map(|(_, _, p)| p.as_str())
+        .unwrap_or("/")
 }
 
 /// Whether a failed `apply` may be ignored: the caller is not root, the kernel refused access,

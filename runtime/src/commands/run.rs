@@ -1,54 +1,27 @@
 //! `skiff run`: create and start a container; in the foreground, wait for it and return its
 //! exit status (128+N for signal N), deleting it unless `--keep`.
-use std::path::PathBuf;
-
 use super::GlobalOptions;
-use crate::container::{self, CreateOptions};
+use crate::container;
 use crate::{signals, tty};
 
-/// Arguments of `skiff run` (runc's flags).
+/// Arguments of `skiff run` (runc's flags): those of `create` plus `--detach` and `--keep`.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
-    /// Path to the root of the bundle directory, defaults to the current directory.
-    #[arg(long, short = 'b', default_value = ".")]
-    pub bundle: PathBuf,
-    /// Path to an AF_UNIX socket which will receive the console's pty master.
-    #[arg(long)]
-    pub console_socket: Option<PathBuf>,
     /// Detach from the container's process.
     #[arg(long, short = 'd')]
     pub detach: bool,
     /// Do not delete the container after it exits.
     #[arg(long)]
     pub keep: bool,
-    /// Specify the file to write the process id to.
-    #[arg(long)]
-    pub pid_file: Option<PathBuf>,
-    /// Do not use pivot root to jail process inside rootfs.
-    #[arg(long)]
-    pub no_pivot: bool,
-    /// Do not create a new session keyring for the container.
-    #[arg(long)]
-    pub no_new_keyring: bool,
-    /// Pass N additional file descriptors to the container.
-    #[arg(long, default_value_t = 0)]
-    pub preserve_fds: u32,
-    /// Container id.
-    pub id: String,
+    /// The flags `run` shares with `create`.
+    #[command(flatten)]
+    pub create: super::create::Args,
 }
 
 /// Run `skiff run`; returns the exit code.
 pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
-    let opts = CreateOptions {
-        id: args.id.clone(),
-        bundle: args.bundle.clone(),
-        pid_file: args.pid_file.clone(),
-        console_socket: args.console_socket.clone(),
-        no_pivot: args.no_pivot,
-        no_new_keyring: args.no_new_keyring,
-        preserve_fds: args.preserve_fds,
-        foreground: !args.detach,
-    };
+    let opts = args.create.options(!args.detach);
     if !args.detach {
         // Orphaned container processes (e.g. without a pid namespace) are reaped by us.
         // SAFETY: prctl with constant arguments.
