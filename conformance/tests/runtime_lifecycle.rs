@@ -607,6 +607,13 @@ fn console_socket_receives_pty_master() {
 fn concurrent_creates_of_one_id() {
     require_root!();
     runtime::for_each(|rt| {
+        if rt.kind() != runtime::Kind::Skiff {
+            // runc 1.1 has no per-id lock: in CI-like runs its racing creates sometimes all lost
+            // ("exec fifo already exists") and sometimes two won, leaving an orphaned init. The
+            // property is skiff's; racing the reference only leaks its processes.
+            eprintln!("SKIP: {} has no per-id create lock (known race)", rt.name());
+            return;
+        }
         let b = sleeper();
         let c = rt.container(&b);
         let bundle = b.path().to_str().unwrap_or("").to_string();
@@ -620,15 +627,6 @@ fn concurrent_creates_of_one_id() {
         let outs: Vec<_> = running.into_iter().map(|r| r.wait()).collect();
         let ok = outs.iter().filter(|o| o.success()).count();
         let all: String = outs.iter().map(|o| format!("{o}\n")).collect();
-        if rt.kind() != runtime::Kind::Skiff && ok == 0 {
-            // runc 1.1 has no per-id lock: racing creates can all lose ("exec fifo already
-            // exists"). Seen in CI-like runs; skiff must do better, the reference may not.
-            eprintln!(
-                "SKIP: {} lost every concurrent create (known race):\n{all}",
-                rt.name()
-            );
-            return;
-        }
         assert_eq!(ok, 1, "exactly one concurrent create wins:\n{all}");
         assert_eq!(c.status(), "created", "{all}");
         c.start().ok();
