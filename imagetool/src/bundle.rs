@@ -4,9 +4,11 @@
 use crate::apply::ApplyFormat;
 use crate::error::{Error, Result};
 use crate::layer;
+use crate::resources::Resources;
 use crate::spec::{self, SpecOptions};
 use crate::store::{History, Image, LayerInfo, Store};
 use crate::tree::{self, Exclusions};
+use crate::volumes::{self, VolumeMount};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -53,6 +55,8 @@ pub struct UnpackOptions {
     pub max_layer_size: Option<u64>,
     /// Show a progress bar (callers pass true only when stderr is a terminal).
     pub progress: bool,
+    /// Resource limits written into config.json `linux.resources`.
+    pub resources: Resources,
 }
 
 /// What skiff-image records in `BUNDLE/skiff-image.json`.
@@ -70,8 +74,11 @@ pub struct BundleMeta {
     pub manifest_media_type: String,
     /// Rootfs mode.
     pub mode: Mode,
-    /// Container paths whose content is never committed (image VOLUMEs and -v binds).
+    /// Container paths whose content is never committed (image VOLUMEs and every `-v`).
     pub volumes: Vec<String>,
+    /// Volumes mounted (binds, anonymous and named store volumes), so rm-bundle can release them.
+    #[serde(default)]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// Whether the kernel offers overlayfs.
@@ -156,6 +163,15 @@ pub fn unpack(
     bundle: &Path,
     opts: &UnpackOptions,
 ) -> Result<BundleMeta> {
+    // Bad -v or resource flags fail before anything is made.
+    opts.resources.validate()?;
+    let image_volumes: Vec<String> = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.volumes().clone())
+        .unwrap_or_default();
+    let vol_plan = volumes::plan(&opts.spec.volumes, &image_volumes)?;
     let existed = bundle.exists();
     if existed {
         let mut rd =
@@ -170,8 +186,10 @@ pub fn unpack(
         fs::create_dir_all(bundle).map_err(|e| Error::at("creating bundle", bundle, e))?;
     }
     let bundle = fs::canonicalize(bundle).map_err(|e| Error::at("resolving", bundle, e))?;
-    let r = unpack_inner(store, image, &bundle, opts);
+    let mut undo = volumes::Undo::default();
+    let r = unpack_inner(store, image, &bundle, opts, &vol_plan, &mut undo);
     if r.is_err() {
+        undo.run(&bundle);
         let rootfs = bundle.join("rootfs");
         if is_mounted(&rootfs) {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -208,6 +226,8 @@ fn unpack_inner(
     image: &Image,
     bundle: &Path,
     opts: &UnpackOptions,
+    vol_plan: &[volumes::VolumeSpec],
+    undo: &mut volumes::Undo,
 ) -> Result<BundleMeta> {
     let _lock = store.lock(false)?;
     let mode = opts.mode.unwrap_or(if overlay_supported() {
@@ -273,22 +293,17 @@ fn unpack_inner(
             mount_overlay(&lowers, &upper, &work, &rootfs)?;
         }
     }
-    let (spec_json, anon) = spec::generate(&image.config, &rootfs, bundle, &opts.spec)?;
-    if !anon.is_empty() {
-        let vdir = bundle.join("volumes");
-        fs::create_dir_all(&vdir).map_err(|e| Error::at("creating", &vdir, e))?;
-        for v in &anon {
-            let p = vdir.join(&v.dir_name);
-            fs::create_dir_all(&p).map_err(|e| Error::at("creating", &p, e))?;
-        }
-    }
+    let mut spec_json = spec::generate(&image.config, &rootfs, bundle, &opts.spec)?;
+    let volume_mounts = volumes::setup(store, &rootfs, bundle, vol_plan, undo)?;
+    volumes::add_to_spec(&mut spec_json, &volume_mounts)?;
+    opts.resources.apply(&mut spec_json)?;
     let data = serde_json::to_vec_pretty(&spec_json)
         .map_err(|e| Error::json("serializing config.json", e))?;
     write_file_atomic(&bundle.join("config.json"), &data)?;
-    let mut volumes: Vec<String> = anon.iter().map(|a| a.container.clone()).collect();
-    for v in &opts.spec.volumes {
-        volumes.push(spec::parse_volume(v)?.container);
-    }
+    let volumes: Vec<String> = volume_mounts
+        .iter()
+        .map(|m| m.destination.clone())
+        .collect();
     let meta = BundleMeta {
         store: store.root().to_path_buf(),
         image: image.name.clone(),
@@ -297,6 +312,7 @@ fn unpack_inner(
         manifest_media_type: image.manifest_media_type.clone(),
         mode,
         volumes,
+        volume_mounts,
     };
     let m = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::json("serializing bundle metadata", e))?;
@@ -383,11 +399,31 @@ pub fn remount(store: &Store, bundle: &Path) -> Result<()> {
     )
 }
 
-/// Unmount (if needed) and delete a bundle created by [`unpack`].
+/// Unmount (if needed) and delete a bundle created by [`unpack`]. Its store volumes stay (like
+/// `docker rm`); see [`remove_bundle_and_volumes`].
 pub fn remove_bundle(bundle: &Path) -> Result<()> {
-    read_meta(bundle)?;
+    remove_bundle_opts(bundle, false)
+}
+
+/// [`remove_bundle`] that also deletes the bundle's anonymous volumes (never named ones), like
+/// `docker rm -v`. Programs whose bundles are throw-away (builders) want this one.
+pub fn remove_bundle_and_volumes(bundle: &Path) -> Result<()> {
+    remove_bundle_opts(bundle, true)
+}
+
+fn remove_bundle_opts(bundle: &Path, anonymous_volumes: bool) -> Result<()> {
+    let meta = read_meta(bundle)?;
+    let canon = fs::canonicalize(bundle).unwrap_or_else(|_| bundle.to_path_buf());
     umount(bundle)?;
-    crate::fsops::remove_tree(bundle).map_err(|e| Error::at("removing bundle", bundle, e))
+    crate::fsops::remove_tree(bundle).map_err(|e| Error::at("removing bundle", bundle, e))?;
+    // A store that vanished has no volumes left to release (and must not be re-created).
+    if meta.volume_mounts.iter().any(|m| m.name.is_some()) && meta.store.join("index.json").exists()
+    {
+        let store = Store::open(&meta.store)?;
+        let _lock = store.lock(false)?;
+        volumes::release(&store, &canon, &meta.volume_mounts, anonymous_volumes)?;
+    }
+    Ok(())
 }
 
 fn image_of(store: &Store, meta: &BundleMeta) -> Result<Image> {

@@ -14,16 +14,19 @@ pub mod digest;
 pub mod error;
 pub mod fsops;
 pub mod layer;
+pub mod resources;
 pub mod spec;
 pub mod store;
 pub mod transfer;
 pub mod tree;
+pub mod volumes;
 
 pub use bundle::{
-    bundle_image, commit, diff, read_meta, remount, remove_bundle, umount, unpack, BundleMeta,
-    Mode, UnpackOptions,
+    bundle_image, commit, diff, read_meta, remount, remove_bundle, remove_bundle_and_volumes,
+    umount, unpack, BundleMeta, Mode, UnpackOptions,
 };
 pub use error::{Error, Result};
+pub use resources::{ResourceFlags, Resources};
 pub use spec::SpecOptions;
 pub use store::{full_name, History, Image, ImageSummary, LayerInfo, Store};
 pub use transfer::{export, import, parse_reference, resolve, ImportOptions, Reference};

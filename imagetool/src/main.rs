@@ -6,6 +6,8 @@ use skiff_image::{bundle, store::Store, transfer, Mode, SpecOptions, UnpackOptio
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+mod volume_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "skiff-image",
@@ -112,8 +114,10 @@ enum Cmd {
         /// KEY=VALUE environment.
         #[arg(short, long = "env")]
         env: Vec<String>,
-        /// Bind mount HOST:CTR[:ro].
-        #[arg(short = 'v', long = "volume")]
+        /// Volume: /CTR (anonymous, in the store), /HOST:/CTR[:ro|rw] (bind; HOST must exist) or
+        /// NAME:/CTR[:ro|rw] (named store volume, created if missing). New store volumes get the
+        /// image's content at CTR copied in; volume contents are never committed. Repeatable.
+        #[arg(short = 'v', long = "volume", value_name = "SPEC")]
         volume: Vec<String>,
         /// Hostname.
         #[arg(long)]
@@ -130,6 +134,8 @@ enum Cmd {
         /// Per-layer uncompressed size limit in bytes.
         #[arg(long = "max-layer-size")]
         max_layer_size: Option<u64>,
+        #[command(flatten)]
+        resources: Box<skiff_image::ResourceFlags>,
     },
     /// Unmount an overlay bundle's rootfs.
     Umount {
@@ -141,11 +147,17 @@ enum Cmd {
         /// Bundle directory.
         bundle: PathBuf,
     },
-    /// Unmount and delete a bundle.
+    /// Unmount and delete a bundle (its volumes stay unless --volumes).
     RmBundle {
         /// Bundle directory.
         bundle: PathBuf,
+        /// Also remove the bundle's anonymous volumes (named volumes always stay), like `docker rm -v`.
+        #[arg(short = 'v', long = "volumes")]
+        volumes: bool,
     },
+    /// Manage store volumes (STORE/volumes/NAME/_data).
+    #[command(subcommand)]
+    Volume(volume_cmd::VolumeCmd),
     /// Commit a bundle's changes as a new image.
     Commit {
         /// Bundle directory.
@@ -331,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
             user,
             platform,
             max_layer_size,
+            resources,
         } => {
             let img = transfer::resolve(&store, &image, platform.as_deref())
                 .with_context(|| format!("resolving {image}"))?;
@@ -349,13 +362,21 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 max_layer_size,
                 progress: std::io::stderr().is_terminal(),
+                resources: resources.resolve()?,
             };
             bundle::unpack(&store, &img, &bundle, &opts)
                 .with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
         }
         Cmd::Umount { bundle } => bundle::umount(&bundle)?,
         Cmd::Mount { bundle } => bundle::remount(&store, &bundle)?,
-        Cmd::RmBundle { bundle } => bundle::remove_bundle(&bundle)?,
+        Cmd::RmBundle { bundle, volumes } => {
+            if volumes {
+                bundle::remove_bundle_and_volumes(&bundle)?
+            } else {
+                bundle::remove_bundle(&bundle)?
+            }
+        }
+        Cmd::Volume(cmd) => volume_cmd::run(&store, cmd)?,
         Cmd::Commit {
             bundle,
             name,

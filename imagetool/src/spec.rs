@@ -19,7 +19,8 @@ pub struct SpecOptions {
     pub entrypoint: Option<Vec<String>>,
     /// Extra `KEY=VALUE` environment (overrides the image's).
     pub env: Vec<String>,
-    /// Bind mounts `HOST:CTR[:ro]`.
+    /// `-v` arguments: `/CTR` (anonymous), `/HOST:/CTR[:ro|rw]` (bind), `NAME:/CTR[:ro|rw]`
+    /// (named); see [`crate::volumes::parse_volume`].
     pub volumes: Vec<String>,
     /// Container hostname.
     pub hostname: Option<String>,
@@ -29,44 +30,6 @@ pub struct SpecOptions {
     pub user: Option<String>,
     /// Override the working directory.
     pub cwd: Option<String>,
-}
-
-/// A parsed `-v HOST:CTR[:ro]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindVolume {
-    /// Host path (absolute).
-    pub host: String,
-    /// Container path (absolute).
-    pub container: String,
-    /// Mounted read-only.
-    pub read_only: bool,
-}
-
-/// Parse `HOST:CTR[:ro|rw]`.
-pub fn parse_volume(spec: &str) -> Result<BindVolume> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let bad = |why: &str| {
-        Error::Invalid(format!(
-            "invalid volume {spec:?}: {why} (want HOST:CTR[:ro])"
-        ))
-    };
-    let (host, ctr, ro) = match parts.as_slice() {
-        [h, c] => (*h, *c, false),
-        [h, c, "ro"] => (*h, *c, true),
-        [h, c, "rw"] => (*h, *c, false),
-        _ => return Err(bad("wrong number of fields")),
-    };
-    if !host.starts_with('/') || !ctr.starts_with('/') {
-        return Err(bad("paths must be absolute"));
-    }
-    if ctr.split('/').any(|c| c == "..") {
-        return Err(bad("container path contains '..'"));
-    }
-    Ok(BindVolume {
-        host: host.to_string(),
-        container: ctr.to_string(),
-        read_only: ro,
-    })
 }
 
 /// The `runc spec` default document with `terminal: false` and a writable root.
@@ -224,39 +187,16 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
     })
 }
 
-/// One anonymous volume a bundle needs (image VOLUME), created under the bundle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnonVolume {
-    /// Path in the container.
-    pub container: String,
-    /// Directory name under `BUNDLE/volumes/`.
-    pub dir_name: String,
-}
-
-/// Name of the bundle directory for an anonymous volume at `ctr`.
-pub fn volume_dir_name(ctr: &str) -> String {
-    let s: String = ctr
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = if s.is_empty() { "root".to_string() } else { s };
-    format!("{}-{}", s, &crate::digest::of_bytes(ctr.as_bytes())[7..15])
-}
-
 /// Build the runtime spec for `config` with `rootfs` (for user lookup) and bundle dir `bundle`.
+/// Volumes (`opts.volumes` and image VOLUMEs) are added by [`crate::bundle::unpack`], which
+/// creates them in the store ([`crate::volumes`]).
 pub fn generate(
     config: &ImageConfiguration,
     rootfs: &Path,
     bundle: &Path,
     opts: &SpecOptions,
-) -> Result<(Value, Vec<AnonVolume>)> {
+) -> Result<Value> {
+    let _ = bundle;
     let mut spec = default_spec();
     let c = config.config().clone().unwrap_or_default();
     // args = Entrypoint + Cmd
@@ -353,47 +293,7 @@ pub fn generate(
         json!(config.os().to_string()),
     );
     spec["annotations"] = Value::Object(ann);
-    // Volumes: image VOLUMEs become anonymous volumes under BUNDLE/volumes, then -v binds.
-    let mut anon = Vec::new();
-    let mounts = spec["mounts"]
-        .as_array_mut()
-        .ok_or_else(|| Error::Invalid("internal: mounts".into()))?;
-    let binds: Vec<BindVolume> = opts
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<_>>()?;
-    if let Some(vols) = c.volumes() {
-        let mut vols = vols.clone();
-        vols.sort();
-        for v in vols {
-            if !v.starts_with('/') || v.split('/').any(|x| x == "..") {
-                return Err(Error::Invalid(format!(
-                    "image VOLUME {v:?} is not a clean absolute path"
-                )));
-            }
-            if binds
-                .iter()
-                .any(|b| b.container.trim_end_matches('/') == v.trim_end_matches('/'))
-            {
-                continue;
-            }
-            let dir_name = volume_dir_name(&v);
-            let src = bundle.join("volumes").join(&dir_name);
-            mounts.push(json!({"destination": v, "type": "bind", "source": src, "options": ["rbind", "rw"]}));
-            anon.push(AnonVolume {
-                container: v.clone(),
-                dir_name,
-            });
-        }
-    }
-    for b in &binds {
-        mounts.push(json!({
-            "destination": b.container, "type": "bind", "source": b.host,
-            "options": ["rbind", if b.read_only { "ro" } else { "rw" }]
-        }));
-    }
-    Ok((spec, anon))
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -483,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn args_env_volumes() {
+    fn args_env() {
         let r = rootfs();
         let cfg: ImageConfiguration = serde_json::from_value(json!({
             "architecture": "amd64", "os": "linux",
@@ -497,7 +397,7 @@ mod tests {
             volumes: vec!["/host:/ctr:ro".into()],
             ..Default::default()
         };
-        let (s, anon) = generate(&cfg, r.path(), Path::new("/b"), &opts).expect("generate");
+        let s = generate(&cfg, r.path(), Path::new("/b"), &opts).expect("generate");
         assert_eq!(s["process"]["args"], json!(["/ep", "c"]));
         let env = s["process"]["env"].as_array().expect("env");
         assert!(
@@ -508,13 +408,5 @@ mod tests {
         assert!(env
             .iter()
             .any(|e| e.as_str().is_some_and(|e| e.starts_with("PATH="))));
-        assert_eq!(anon.len(), 1);
-        assert!(s["mounts"]
-            .as_array()
-            .expect("m")
-            .iter()
-            .any(|m| m["destination"] == "/ctr" && m["options"][1] == "ro"));
-        assert!(parse_volume("relative:/x").is_err());
-        assert!(parse_volume("/a:/b/../c").is_err());
     }
 }
