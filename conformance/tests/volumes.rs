@@ -360,11 +360,8 @@ fn bind_anonymous_and_named_volumes_run_survive_and_stay_out_of_commits() {
         }
         assert!(env.volume_names().is_empty());
     }
-    assert!(
-        conformance::leaks::mounts_under(&[env.t.path.clone()]).is_empty(),
-        "mounts left: {:?}",
-        conformance::leaks::mounts_under(&[env.t.path.clone()])
-    );
+    let left = conformance::leaks::mounts_under(std::slice::from_ref(&env.t.path));
+    assert!(left.is_empty(), "mounts left: {left:?}");
 }
 
 #[test]
