@@ -177,9 +177,11 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
         Some("") => return Err(bad("empty source".into())),
         Some(s) if s.starts_with('/') => Source::Bind(PathBuf::from(s)),
         Some(s) if valid_name(s) => Source::Named(s.to_string()),
-        Some(s) => return Err(bad(format!(
+        Some(s) => {
+            return Err(bad(format!(
             "{s:?} is neither an absolute host path nor a volume name ([A-Za-z0-9][A-Za-z0-9_.-]*)"
-        ))),
+        )))
+        }
     };
     Ok(VolumeSpec {
         source,
@@ -511,11 +513,23 @@ pub(crate) fn release(
             continue;
         };
         unregister(&dir, bundle);
-        if remove_anonymous && m.kind == Kind::Anonymous {
+        // The volume's own record must agree: a tampered skiff-image.json cannot get a named
+        // volume deleted by calling it anonymous.
+        if remove_anonymous && m.kind == Kind::Anonymous && is_anonymous(&dir) {
             remove_dir(store, &dir)?;
         }
     }
     Ok(())
+}
+
+fn read_volume_meta(dir: &Path) -> Option<VolumeMeta> {
+    fs::read(dir.join(META))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn is_anonymous(dir: &Path) -> bool {
+    read_volume_meta(dir).is_some_and(|m| m.anonymous)
 }
 
 /// Rename a volume dir into tmp/ first (so it vanishes atomically), then delete it.
@@ -539,9 +553,7 @@ fn info(store: &Store, name: &str) -> Result<VolumeInfo> {
     if !dir.join(DATA_DIR).is_dir() {
         return Err(Error::Invalid(format!("no such volume: {name}")));
     }
-    let meta: Option<VolumeMeta> = fs::read(dir.join(META))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let meta = read_volume_meta(&dir);
     let created_at = meta.as_ref().and_then(|m| m.created.clone()).or_else(|| {
         fs::metadata(&dir).ok().and_then(|m| {
             chrono::DateTime::from_timestamp(m.mtime(), 0)
@@ -678,6 +690,48 @@ mod tests {
         let e = plan(&["/nonexistent-skiff-host:/x".into()], &[]).expect_err("missing host");
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(plan(&[], &["relative".into()]).is_err());
+    }
+
+    #[test]
+    fn old_bundle_metadata_still_loads() {
+        let m: crate::bundle::BundleMeta = serde_json::from_value(serde_json::json!({
+            "store": "/s", "image": null, "manifest_digest": "sha256:00", "manifest_size": 1,
+            "manifest_media_type": "application/vnd.oci.image.manifest.v1+json",
+            "mode": "overlay", "volumes": ["/data"]
+        }))
+        .expect("old metadata");
+        assert!(m.volume_mounts.is_empty());
+    }
+
+    #[test]
+    fn racing_creators_agree_on_one_new_volume() {
+        let d = tempfile::tempdir().expect("tmp");
+        let store = Store::open(d.path().join("store")).expect("store");
+        let rootfs = d.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("data")).expect("mkdir");
+        fs::write(rootfs.join("data/f"), b"x").expect("write");
+        let created: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| ensure(&store, "race", false, Some((&rootfs, "/data")))))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("join").expect("ensure").1)
+                .collect()
+        });
+        assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
+        assert_eq!(
+            fs::read(volumes_dir(&store).join("race/_data/f")).expect("seeded"),
+            b"x"
+        );
+        assert!(list_tmp(&store).is_empty(), "{:?}", list_tmp(&store));
+    }
+
+    fn list_tmp(store: &Store) -> Vec<PathBuf> {
+        fs::read_dir(store.tmp_dir())
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.path())
+            .collect()
     }
 
     #[test]
