@@ -726,6 +726,29 @@ mod tests {
         assert!(list_tmp(&store).is_empty(), "{:?}", list_tmp(&store));
     }
 
+    #[test]
+    fn copy_up_never_leaves_the_rootfs() {
+        let d = tempfile::tempdir().expect("tmp");
+        let store = Store::open(d.path().join("store")).expect("store");
+        let rootfs = d.path().join("rootfs");
+        fs::create_dir_all(&rootfs).expect("mkdir");
+        // Both resolve to the rootfs' own (missing) /etc, never the host's.
+        std::os::unix::fs::symlink("../../../../../../../etc", rootfs.join("rel"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("/etc", rootfs.join("abs")).expect("symlink");
+        let specs = plan(&["a:/rel".into(), "b:/abs".into()], &[]).expect("plan");
+        let mut undo = Undo::default();
+        let mounts = setup(&store, &rootfs, &d.path().join("b"), &specs, &mut undo).expect("setup");
+        for m in &mounts {
+            let left: Vec<_> = fs::read_dir(&m.source).expect("ls").flatten().collect();
+            assert!(
+                left.is_empty(),
+                "{}: host content copied: {left:?}",
+                m.destination
+            );
+        }
+    }
+
     fn list_tmp(store: &Store) -> Vec<PathBuf> {
         fs::read_dir(store.tmp_dir())
             .expect("tmp")
