@@ -193,10 +193,9 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser> {
 pub fn generate(
     config: &ImageConfiguration,
     rootfs: &Path,
-    bundle: &Path,
+    _bundle: &Path,
     opts: &SpecOptions,
 ) -> Result<Value> {
-    let _ = bundle;
     let mut spec = default_spec();
     let c = config.config().clone().unwrap_or_default();
     // args = Entrypoint + Cmd
