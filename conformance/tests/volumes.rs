@@ -425,7 +425,16 @@ fn volume_commands_and_bad_input() {
     }
     // rm-bundle of a bundle whose volume is gone still works; volume rm --force of a used one.
     let b = env.t.join("b");
-    env.unpack(&b, &["-v", "v1:/v"], "true");
+    env.unpack(&b, &["-v", "v1:/v", "-v", "/a"], "true");
+    ok(
+        &env.si(&["volume", "create", "unused"]),
+        "volume create unused",
+    );
+    // prune -a removes what no bundle uses and keeps the bundle's volumes (v1, /a, /imgvol).
+    let o = env.si(&["volume", "prune", "--all"]);
+    ok(&o, "volume prune --all");
+    assert_eq!(out(&o), "unused\n");
+    assert_eq!(env.volume_names().len(), 3, "{:?}", env.volume_names());
     let o = env.si(&["volume", "rm", "v1"]);
     assert!(!o.status.success() && stderr(&o).contains("in use"));
     ok(

@@ -37,6 +37,12 @@ pub enum VolumeCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove volumes no bundle uses: anonymous ones, or all with --all; prints their names.
+    Prune {
+        /// Named volumes too.
+        #[arg(short, long)]
+        all: bool,
+    },
 }
 
 /// Run one volume subcommand against `store`.
@@ -75,6 +81,11 @@ pub fn run(store: &Store, cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Rm { force, names } => {
             for n in &names {
                 volumes::remove(store, n, force).with_context(|| format!("volume rm {n}"))?;
+                println!("{n}");
+            }
+        }
+        VolumeCmd::Prune { all } => {
+            for n in volumes::prune(store, all).context("volume prune")? {
                 println!("{n}");
             }
         }

@@ -622,6 +622,20 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<()> {
     remove_dir(store, &dir)
 }
 
+/// `volume prune`: remove the volumes no bundle uses, anonymous ones only unless `all`.
+/// Returns the names removed.
+pub fn prune(store: &Store, all: bool) -> Result<Vec<String>> {
+    let _lock = store.lock(true)?;
+    let mut removed = Vec::new();
+    for v in list(store)? {
+        if v.used_by.is_empty() && (all || v.anonymous) {
+            remove_dir(store, &volume_dir(store, &v.name)?)?;
+            removed.push(v.name);
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,6 +817,15 @@ mod tests {
         assert_eq!(create(&store, "v1").expect("create again"), i);
         assert!(create(&store, "bad/name").is_err());
         assert!(inspect(&store, "nosuch").is_err());
+        create(&store, "v2").expect("create v2");
+        let (dir, _) = ensure(&store, &random_id().expect("id"), true, None).expect("anon");
+        assert_eq!(prune(&store, false).expect("prune").len(), 1);
+        assert!(!dir.exists());
+        assert_eq!(
+            prune(&store, true).expect("prune -a"),
+            vec!["v1".to_string(), "v2".to_string()]
+        );
+        create(&store, "v1").expect("create");
         remove(&store, "v1", false).expect("rm");
         assert!(remove(&store, "v1", false).is_err());
         assert!(list(&store).expect("list").is_empty());
