@@ -273,7 +273,8 @@ fn unpack_inner(
             mount_overlay(&lowers, &upper, &work, &rootfs)?;
         }
     }
-    let (spec_json, anon) = spec::generate(&image.config, &rootfs, bundle, &opts.spec)?;
+    let (mut spec_json, anon) = spec::generate(&image.config, &rootfs, bundle, &opts.spec)?;
+    crate::network::prepare_bundle(bundle, &opts.spec.network, &mut spec_json)?;
     if !anon.is_empty() {
         let vdir = bundle.join("volumes");
         fs::create_dir_all(&vdir).map_err(|e| Error::at("creating", &vdir, e))?;

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod fsops;
 pub mod layer;
+pub mod network;
 pub mod spec;
 pub mod store;
 pub mod transfer;

@@ -130,6 +130,23 @@ enum Cmd {
         /// Per-layer uncompressed size limit in bytes.
         #[arg(long = "max-layer-size")]
         max_layer_size: Option<u64>,
+        /// Publish a port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (repeatable; implies --net bridge).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+        /// Network: none (own netns, only lo; default), bridge (CNI network `skiff` on bridge
+        /// skiff0, 10.99.0.0/16, set up by OCI hooks; default with -p) or host.
+        #[arg(long = "net")]
+        net: Option<String>,
+        /// CNI network config list to use instead of the built-in `skiff` network (implies bridge).
+        #[arg(long = "cni-conflist")]
+        cni_conflist: Option<PathBuf>,
+    },
+    /// OCI hook: attach (add, createRuntime) or detach (del, poststop) a container's network;
+    /// reads the OCI state on stdin.
+    #[command(hide = true)]
+    NetHook {
+        /// add or del.
+        command: String,
     },
     /// Unmount an overlay bundle's rootfs.
     Umount {
@@ -205,6 +222,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::NetHook { command } = &cli.cmd {
+        return skiff_image::network::hook::main(command).map_err(Into::into);
+    }
     let store = Store::open(&cli.store)
         .with_context(|| format!("opening store {}", cli.store.display()))?;
     match cli.cmd {
@@ -331,7 +351,17 @@ fn run(cli: Cli) -> Result<()> {
             user,
             platform,
             max_layer_size,
+            publish,
+            net,
+            cni_conflist,
         } => {
+            let network = skiff_image::network::NetworkOptions {
+                mode: net.map(|n| n.parse()).transpose()?,
+                publish,
+                cni_conflist,
+                hook_exe: Some(std::env::current_exe().context("locating skiff-image for hooks")?),
+                etc_files: true,
+            };
             let img = transfer::resolve(&store, &image, platform.as_deref())
                 .with_context(|| format!("resolving {image}"))?;
             let mode = mode.map(|m| m.parse::<Mode>()).transpose()?;
@@ -346,6 +376,7 @@ fn run(cli: Cli) -> Result<()> {
                     read_only,
                     user,
                     cwd: None,
+                    network,
                 },
                 max_layer_size,
                 progress: std::io::stderr().is_terminal(),
@@ -353,6 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             bundle::unpack(&store, &img, &bundle, &opts)
                 .with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
         }
+        Cmd::NetHook { .. } => {}
         Cmd::Umount { bundle } => bundle::umount(&bundle)?,
         Cmd::Mount { bundle } => bundle::remount(&store, &bundle)?,
         Cmd::RmBundle { bundle } => bundle::remove_bundle(&bundle)?,

@@ -29,6 +29,8 @@ pub struct SpecOptions {
     pub user: Option<String>,
     /// Override the working directory.
     pub cwd: Option<String>,
+    /// Network mode, published ports, hooks and /etc files (see [`crate::network`]).
+    pub network: crate::network::NetworkOptions,
 }
 
 /// A parsed `-v HOST:CTR[:ro]` bind mount.
