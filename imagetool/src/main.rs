@@ -362,6 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                 hook_exe: Some(std::env::current_exe().context("locating skiff-image for hooks")?),
                 etc_files: true,
             };
+            skiff_image::network::check(&network)?;
             let img = transfer::resolve(&store, &image, platform.as_deref())
                 .with_context(|| format!("resolving {image}"))?;
             let mode = mode.map(|m| m.parse::<Mode>()).transpose()?;

@@ -151,6 +151,16 @@ pub fn resolve_mode(opts: &NetworkOptions) -> Result<NetMode, NetError> {
     }
 }
 
+/// Check the options (mode, ports, conflist file) before any unpacking work is done.
+pub fn check(opts: &NetworkOptions) -> Result<(), NetError> {
+    resolve_mode(opts)?;
+    ports::parse_all(&opts.publish)?;
+    if let Some(p) = &opts.cni_conflist {
+        cni::load_conflist(p)?;
+    }
+    Ok(())
+}
+
 /// A Docker-like random 12-hex-digit hostname.
 pub fn random_hostname() -> String {
     let mut b = [0u8; 6];
