@@ -71,7 +71,11 @@ fn make_image(t: &TestDir) -> PathBuf {
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
     std::fs::write(root.join("www/index.html"), format!("<p>{PAGE}</p>\n")).expect("index");
     let store = t.join("store");
-    let mut args = vec!["import".to_string(), root.display().to_string(), "web:1".into()];
+    let mut args = vec![
+        "import".to_string(),
+        root.display().to_string(),
+        "web:1".into(),
+    ];
     for w in ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"] {
         args.push(format!("--cmd={w}"));
     }
@@ -94,10 +98,8 @@ fn http_get(port: u16) -> Result<String, String> {
             break;
         }
         let r = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(
-                &([127, 0, 0, 1], port).into(),
-                Duration::from_secs(2),
-            )?;
+            let mut s =
+                TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(3)))?;
             s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
             let mut buf = Vec::new();
@@ -222,7 +224,10 @@ fn assert_clean(id: &str, veth: Option<&str>) {
     let rules = rules_naming(id);
     assert!(rules.is_empty(), "{id}: iptables rules left: {rules:#?}");
     let ipam = ipam_files_naming(id);
-    assert!(ipam.is_empty(), "{id}: host-local allocations left: {ipam:?}");
+    assert!(
+        ipam.is_empty(),
+        "{id}: host-local allocations left: {ipam:?}"
+    );
     assert!(
         !Path::new(RUN_DIR).join(id).exists(),
         "{id}: {RUN_DIR}/{id} left"
@@ -291,10 +296,16 @@ fn publish_serves_the_page_and_delete_cleans_up() {
             })
             .and_then(|i| i["name"].as_str())
             .map(str::to_string);
-        assert!(veth.is_some(), "{name}: no host veth in the CNI result: {state}");
+        assert!(
+            veth.is_some(),
+            "{name}: no host veth in the CNI result: {state}"
+        );
         let veth = veth.unwrap_or_default();
         let master = host_cmd("ip", &["-o", "link", "show", "master", "skiff0"]);
-        assert!(master.contains(&veth), "{name}: {veth} not on skiff0: {master}");
+        assert!(
+            master.contains(&veth),
+            "{name}: {veth} not on skiff0: {master}"
+        );
         assert!(
             !ipam_files_naming(&id).is_empty(),
             "{name}: no host-local allocation for {id}"
@@ -305,7 +316,7 @@ fn publish_serves_the_page_and_delete_cleans_up() {
         );
         let hosts = std::fs::read_to_string(bundle.join("hosts")).expect("hosts");
         assert!(
-            hosts.contains(&format!("10.99.")) && hosts.contains(&hostname),
+            hosts.contains("10.99.") && hosts.contains(&hostname),
             "{name}: /etc/hosts lacks the container address: {hosts}"
         );
         let body = http_get(port);
@@ -343,7 +354,11 @@ fn force_delete_of_running_container_cleans_up() {
     let rt = Runtime::skiff().expect("skiff");
     let bundle = t.join("bundle");
     let port = free_port();
-    unpack(&store, &bundle, &["-p", &format!("127.0.0.1:{port}:80/tcp")]);
+    unpack(
+        &store,
+        &bundle,
+        &["-p", &format!("127.0.0.1:{port}:80/tcp")],
+    );
     let id = conformance::unique_name("net-force");
     let guard = ContainerGuard {
         rt: &rt,
@@ -358,7 +373,10 @@ fn force_delete_of_running_container_cleans_up() {
         &id,
     ]);
     assert!(o.success(), "run -d: {o}");
-    assert!(http_get(port).is_ok(), "page not served on 127.0.0.1:{port}");
+    assert!(
+        http_get(port).is_ok(),
+        "page not served on 127.0.0.1:{port}"
+    );
     let o = rt.cmd(["delete", "--force", &id]);
     assert!(o.success(), "delete --force: {o}");
     assert_clean(&id, None);
@@ -441,10 +459,7 @@ fn failing_add_undoes_its_work() {
 
 fn run_foreground(rt: &Runtime, bundle: &Path) -> String {
     let id = conformance::unique_name(&format!("net-{}", rt.name()));
-    let _g = ContainerGuard {
-        rt,
-        id: id.clone(),
-    };
+    let _g = ContainerGuard { rt, id: id.clone() };
     let o = rt.cmd(["run", "--bundle", bundle.to_str().unwrap_or_default(), &id]);
     assert!(o.success(), "{} run: {o}", rt.name());
     o.stdout.clone()
@@ -480,17 +495,26 @@ fn net_host_and_net_none() {
         );
         let out = run_foreground(&rt, &b);
         let mut lines = out.lines();
-        assert_eq!(lines.next().unwrap_or_default(), host_hostname, "{name}: {out}");
+        assert_eq!(
+            lines.next().unwrap_or_default(),
+            host_hostname,
+            "{name}: {out}"
+        );
         let seen: Vec<&str> = lines
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n))
             .collect();
         assert!(
-            seen.iter().any(|n| *n != "lo" && host_names.iter().any(|h| h == n)),
+            seen.iter()
+                .any(|n| *n != "lo" && host_names.iter().any(|h| h == n)),
             "{name}: --net host does not see the host's interfaces: {out}"
         );
         let b = t.join(&format!("none-{name}"));
-        unpack(&store, &b, &["--net", "none", "--cmd", "/bin/sh", "-c", script]);
+        unpack(
+            &store,
+            &b,
+            &["--net", "none", "--cmd", "/bin/sh", "-c", script],
+        );
         let out = run_foreground(&rt, &b);
         let ifs: Vec<&str> = out
             .lines()
@@ -520,8 +544,14 @@ fn bad_network_options_are_refused() {
     )
     .expect("write");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["-p".into(), "4000:80".into(), "--net".into(), "host".into()], "--net"),
-        (vec!["-p".into(), "4000:80".into(), "--net".into(), "none".into()], "--net"),
+        (
+            vec!["-p".into(), "4000:80".into(), "--net".into(), "host".into()],
+            "--net",
+        ),
+        (
+            vec!["-p".into(), "4000:80".into(), "--net".into(), "none".into()],
+            "--net",
+        ),
         (vec!["--net".into(), "overlay".into()], "overlay"),
         (vec!["-p".into(), "0:80".into()], "0"),
         (vec!["-p".into(), "4000:70000".into()], "70000"),
@@ -532,7 +562,10 @@ fn bad_network_options_are_refused() {
             "plugins[1].type",
         ),
         (
-            vec!["--cni-conflist".into(), t.join("missing").display().to_string()],
+            vec![
+                "--cni-conflist".into(),
+                t.join("missing").display().to_string(),
+            ],
             "missing",
         ),
     ];

@@ -29,6 +29,19 @@ struct Cli {
     cmd: Cmd,
 }
 
+const UNPACK_NETWORK_HELP: &str = "\
+Networking (docker run -p): with -p/--net bridge, config.json gets OCI hooks
+  createRuntime: <this skiff-image> net-hook add    poststop: <this skiff-image> net-hook del
+that attach the container to the CNI network `skiff` (bridge skiff0, host-local 10.99.0.0/16,
+portmap, loopback for lo; plugins from /usr/lib/cni, package containernetworking-plugins, and
+iptables) and detach it again. Settings are in BUNDLE/network.json; while the container exists its
+pinned network namespace and saved CNI result are in /run/skiff-net/ID/. Deleting the container
+removes its veth, IP allocation and iptables rules; the skiff0 bridge and ip_forward=1 stay (like
+docker0). Works with skiff and runc alike. BUNDLE/{hostname,hosts,resolv.conf} are bind-mounted on
+/etc and never committed; the hostname defaults to a random 12-hex-digit name.
+Example: skiff-image unpack helloworld /tmp/hw -p 4000:80 && cd /tmp/hw && skiff run -d hw1 &&
+         curl http://localhost:4000";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Import an OCI layout/archive, docker archive, rootfs tarball or rootfs directory.
@@ -95,6 +108,7 @@ enum Cmd {
         image: String,
     },
     /// Unpack an image into an OCI bundle.
+    #[command(after_long_help = UNPACK_NETWORK_HELP)]
     Unpack {
         /// Image reference.
         image: String,

@@ -64,8 +64,7 @@ fn valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -219,7 +218,10 @@ fn read_bounded<R: Read + Send + 'static>(r: R) -> std::thread::JoinHandle<Vec<u
 pub fn error_message(stdout: &[u8], stderr: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
         if let Some(msg) = v["msg"].as_str() {
-            let code = v["code"].as_u64().map(|c| format!(" (code {c})")).unwrap_or_default();
+            let code = v["code"]
+                .as_u64()
+                .map(|c| format!(" (code {c})"))
+                .unwrap_or_default();
             return match v["details"].as_str().filter(|d| !d.is_empty()) {
                 Some(d) => format!("{msg}: {d}{code}"),
                 None => format!("{msg}{code}"),
@@ -247,8 +249,8 @@ pub fn exec_plugin(
         msg,
     };
     let bin = find_plugin(inv.cni_path, &ty)?;
-    let cni_path = std::env::join_paths(inv.cni_path)
-        .map_err(|e| perr(format!("bad CNI_PATH: {e}")))?;
+    let cni_path =
+        std::env::join_paths(inv.cni_path).map_err(|e| perr(format!("bad CNI_PATH: {e}")))?;
     let input = serde_json::to_vec(conf).map_err(|e| perr(format!("encoding config: {e}")))?;
     let mut child = Command::new(&bin)
         .env_clear()
@@ -301,7 +303,10 @@ pub fn exec_plugin(
     let v: Value = serde_json::from_slice(&stdout).map_err(|e| {
         perr(format!(
             "ADD result is not JSON ({e}): {}",
-            String::from_utf8_lossy(&stdout).chars().take(500).collect::<String>()
+            String::from_utf8_lossy(&stdout)
+                .chars()
+                .take(500)
+                .collect::<String>()
         ))
     })?;
     if !v.is_object() {
@@ -328,7 +333,10 @@ mod tests {
         assert_eq!(v["name"], "skiff");
         assert_eq!(v["plugins"][0]["type"], "bridge");
         assert_eq!(v["plugins"][0]["bridge"], "skiff0");
-        assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.99.0.0/16");
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.99.0.0/16"
+        );
         assert_eq!(v["plugins"][1]["capabilities"]["portMappings"], true);
     }
 
@@ -336,13 +344,34 @@ mod tests {
     fn validation_names_field() {
         let cases = [
             (json!([]), "(top level)"),
-            (json!({"name": "n", "plugins": [{"type": "bridge"}]}), "cniVersion"),
-            (json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge"}]}), "name"),
-            (json!({"cniVersion": "1.0.0", "name": "a/b", "plugins": [{"type": "x"}]}), "name"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "plugins": []}), "plugins"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "ok"}, {}]}), "plugins[1].type"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../../bin/sh"}]}), "plugins[0].type"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "plugins": [3]}), "plugins[0]"),
+            (
+                json!({"name": "n", "plugins": [{"type": "bridge"}]}),
+                "cniVersion",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "plugins": [{"type": "bridge"}]}),
+                "name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "a/b", "plugins": [{"type": "x"}]}),
+                "name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": []}),
+                "plugins",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "ok"}, {}]}),
+                "plugins[1].type",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../../bin/sh"}]}),
+                "plugins[0].type",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "plugins": [3]}),
+                "plugins[0]",
+            ),
         ];
         for (v, field) in cases {
             let e = validate_conflist("f.conflist", v.clone()).expect_err(&v.to_string());
@@ -378,7 +407,10 @@ mod tests {
             second["runtimeConfig"],
             json!({"portMappings": [{"hostPort": 4000, "containerPort": 80, "protocol": "tcp"}]})
         );
-        assert_eq!(container_ipv4(&prev), Some("10.99.0.2".parse().expect("ip")));
+        assert_eq!(
+            container_ipv4(&prev),
+            Some("10.99.0.2".parse().expect("ip"))
+        );
     }
 
     #[test]

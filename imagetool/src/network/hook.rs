@@ -85,7 +85,7 @@ fn cloexec_inherited_fds() {
             libc::SYS_close_range,
             3u32,
             u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as u32,
+            libc::CLOSE_RANGE_CLOEXEC,
         );
     }
 }
@@ -395,15 +395,26 @@ mod tests {
         for ok in ["abc", "a.b-c_d+e", "0123456789abcdef"] {
             validate_id(ok).expect(ok);
         }
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "a\0b",
+            &"x".repeat(201),
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn state_parsing() {
-        let st = parse_state(br#"{"ociVersion":"1.0.2","id":"c1","status":"created","pid":42,"bundle":"/b"}"#)
-            .expect("state");
+        let st = parse_state(
+            br#"{"ociVersion":"1.0.2","id":"c1","status":"created","pid":42,"bundle":"/b"}"#,
+        )
+        .expect("state");
         assert_eq!((st.id.as_str(), st.pid), ("c1", 42));
         assert!(parse_state(br#"{"id":"../etc","pid":1,"bundle":"/b"}"#).is_err());
         assert!(parse_state(b"not json").is_err());

@@ -239,8 +239,7 @@ fn write_new(path: &Path, data: &str) -> Result<(), NetError> {
 fn hostname_valid(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 64
-        && h
-            .bytes()
+        && h.bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
 }
 
@@ -335,9 +334,7 @@ pub fn prepare_bundle(
         let data = serde_json::to_string_pretty(&nf)
             .map_err(|e| NetError::Options(format!("encoding {NETWORK_FILE}: {e}")))?;
         write_new(&bundle.join(NETWORK_FILE), &data)?;
-        let hook = |cmd: &str| {
-            json!({"path": exe, "args": ["skiff-image", "net-hook", cmd], "timeout": HOOK_TIMEOUT})
-        };
+        let hook = |cmd: &str| json!({"path": exe, "args": ["skiff-image", "net-hook", cmd], "timeout": HOOK_TIMEOUT});
         if !spec["hooks"].is_object() {
             spec["hooks"] = json!({});
         }
@@ -370,7 +367,10 @@ mod tests {
     #[test]
     fn mode_resolution() {
         assert_eq!(resolve_mode(&opts(None, &[])).expect("m"), NetMode::None);
-        assert_eq!(resolve_mode(&opts(None, &["1:2"])).expect("m"), NetMode::Bridge);
+        assert_eq!(
+            resolve_mode(&opts(None, &["1:2"])).expect("m"),
+            NetMode::Bridge
+        );
         assert_eq!(
             resolve_mode(&opts(Some(NetMode::Host), &[])).expect("m"),
             NetMode::Host
@@ -390,19 +390,27 @@ mod tests {
         let gen = prepare_bundle(d.path(), &opts(None, &["4000:80"]), &mut spec).expect("prep");
         assert_eq!(gen.len(), 3);
         let h = spec["hostname"].as_str().expect("hostname");
-        assert!(h.len() == 12 && h.bytes().all(|c| c.is_ascii_hexdigit()), "{h}");
-        assert_eq!(spec["hooks"]["createRuntime"][0]["args"], json!(["skiff-image", "net-hook", "add"]));
-        assert_eq!(spec["hooks"]["poststop"][0]["args"], json!(["skiff-image", "net-hook", "del"]));
+        assert!(
+            h.len() == 12 && h.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{h}"
+        );
+        assert_eq!(
+            spec["hooks"]["createRuntime"][0]["args"],
+            json!(["skiff-image", "net-hook", "add"])
+        );
+        assert_eq!(
+            spec["hooks"]["poststop"][0]["args"],
+            json!(["skiff-image", "net-hook", "del"])
+        );
         assert_eq!(spec["hooks"]["poststop"][0]["path"], "/usr/bin/skiff-image");
         assert!(spec["linux"]["namespaces"]
             .as_array()
             .expect("ns")
             .iter()
             .any(|n| n["type"] == "network"));
-        let nf: NetworkFile = serde_json::from_slice(
-            &std::fs::read(d.path().join(NETWORK_FILE)).expect("read"),
-        )
-        .expect("parse");
+        let nf: NetworkFile =
+            serde_json::from_slice(&std::fs::read(d.path().join(NETWORK_FILE)).expect("read"))
+                .expect("parse");
         assert_eq!(nf.port_mappings[0].host_port, 4000);
         assert_eq!(nf.conflist["name"], "skiff");
         assert!(std::fs::read_to_string(d.path().join("hosts"))
@@ -434,13 +442,22 @@ mod tests {
         let mut o = opts(None, &[]);
         o.etc_files = false;
         prepare_bundle(d.path(), &o, &mut spec).expect("prep");
-        assert_eq!(spec, crate::spec::default_spec(), "library default changes nothing");
+        assert_eq!(
+            spec,
+            crate::spec::default_spec(),
+            "library default changes nothing"
+        );
     }
 
     #[test]
     fn resolv_filter() {
         let r = "search x\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.1.1.1\noptions a\n";
-        assert_eq!(filter_resolv_conf(r), "search x\nnameserver 10.1.1.1\noptions a\n");
-        assert!(hosts_content("h", Some("10.99.0.5".parse().expect("ip"))).contains("10.99.0.5\th\n"));
+        assert_eq!(
+            filter_resolv_conf(r),
+            "search x\nnameserver 10.1.1.1\noptions a\n"
+        );
+        assert!(
+            hosts_content("h", Some("10.99.0.5".parse().expect("ip"))).contains("10.99.0.5\th\n")
+        );
     }
 }

@@ -52,9 +52,9 @@ pub fn parse_publish(spec: &str) -> Result<PortMapping, NetError> {
     };
     // An IPv6 host address is written in brackets: [::1]:8080:80.
     let (host_ip, ports) = if let Some(r) = rest.strip_prefix('[') {
-        let (ip, after) = r.split_once("]:").ok_or_else(|| {
-            NetError::Port(format!("{spec:?}: unterminated [IPv6] host address"))
-        })?;
+        let (ip, after) = r
+            .split_once("]:")
+            .ok_or_else(|| NetError::Port(format!("{spec:?}: unterminated [IPv6] host address")))?;
         (Some(ip), after)
     } else {
         match rest.matches(':').count() {
@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn forms() {
-        assert_eq!(parse_publish("4000:80").expect("parse"), pm(4000, 80, "tcp", ""));
+        assert_eq!(
+            parse_publish("4000:80").expect("parse"),
+            pm(4000, 80, "tcp", "")
+        );
         assert_eq!(
             parse_publish("127.0.0.1:4000:80/udp").expect("parse"),
             pm(4000, 80, "udp", "127.0.0.1")
@@ -134,7 +137,10 @@ mod tests {
             parse_publish("[::1]:8080:80/TCP").expect("parse"),
             pm(8080, 80, "tcp", "::1")
         );
-        assert_eq!(parse_publish(":1:65535").expect("parse"), pm(1, 65535, "tcp", ""));
+        assert_eq!(
+            parse_publish(":1:65535").expect("parse"),
+            pm(1, 65535, "tcp", "")
+        );
     }
 
     #[test]
