@@ -432,29 +432,35 @@ fn failing_add_undoes_its_work() {
             &format!("{}:80", free_port()),
         ],
     );
-    let rt = Runtime::skiff().expect("skiff");
-    let id = conformance::unique_name("net-fail");
-    let guard = ContainerGuard {
-        rt: &rt,
-        id: id.clone(),
-    };
-    let before = links();
-    let o = rt.cmd([
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        &id,
-    ]);
-    assert!(!o.success(), "run with a broken portmap config succeeded");
-    assert!(
-        o.stderr.contains("portmap"),
-        "error does not name the plugin: {o}"
-    );
-    drop(guard);
-    assert_clean(&id, None);
-    let count = |s: &str| s.lines().filter(|l| l.contains("master skiff0")).count();
-    assert_eq!(count(&before), count(&links()), "veth left on skiff0");
+    for rt in runtimes() {
+        let id = conformance::unique_name(&format!("net-fail-{}", rt.name()));
+        let guard = ContainerGuard {
+            rt: &rt,
+            id: id.clone(),
+        };
+        let before = links();
+        let o = rt.cmd([
+            "run",
+            "-d",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            &id,
+        ]);
+        assert!(
+            !o.success(),
+            "{}: run with a broken portmap config succeeded",
+            rt.name()
+        );
+        assert!(
+            o.stderr.contains("portmap"),
+            "error does not name the plugin: {o}"
+        );
+        // The hook undid its own work: checked before the guard's cleanup could mask anything.
+        assert_clean(&id, None);
+        let count = |s: &str| s.lines().filter(|l| l.contains("master skiff0")).count();
+        assert_eq!(count(&before), count(&links()), "veth left on skiff0");
+        drop(guard);
+    }
 }
 
 fn run_foreground(rt: &Runtime, bundle: &Path) -> String {
@@ -463,6 +469,74 @@ fn run_foreground(rt: &Runtime, bundle: &Path) -> String {
     let o = rt.cmd(["run", "--bundle", bundle.to_str().unwrap_or_default(), &id]);
     assert!(o.success(), "{} run: {o}", rt.name());
     o.stdout.clone()
+}
+
+#[test]
+fn foreground_bridge_container_sees_its_network_and_files() {
+    prerequisites!();
+    let _serial = lock();
+    let t = TestDir::new("net-fg");
+    let store = make_image(&t);
+    let script = "hostname; /bin/busybox ip -o -4 addr show eth0; /bin/busybox cat /etc/hosts; \
+                  /bin/busybox ip -o link show lo";
+    for rt in runtimes() {
+        let name = rt.name();
+        let b = t.join(&format!("fg-{name}"));
+        unpack(
+            &store,
+            &b,
+            &[
+                "--net",
+                "bridge",
+                "--hostname",
+                "webhost",
+                "--cmd",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        );
+        let before = links();
+        let id = conformance::unique_name(&format!("net-fg-{name}"));
+        let guard = ContainerGuard {
+            rt: &rt,
+            id: id.clone(),
+        };
+        let o = rt.cmd(["run", "--bundle", b.to_str().unwrap_or_default(), &id]);
+        assert!(o.success(), "{name} run: {o}");
+        let out = o.stdout.clone();
+        // `run` tears the container down when it exits; delete whatever a runtime keeps.
+        if rt.root().join(&id).exists() {
+            let o = rt.cmd(["delete", &id]);
+            assert!(o.success(), "{name} delete: {o}");
+        }
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("webhost"), "{name}: {out}");
+        let addr = out
+            .split_whitespace()
+            .find(|w| w.starts_with("10.99."))
+            .and_then(|a| a.split('/').next())
+            .map(str::to_string);
+        assert!(addr.is_some(), "{name}: eth0 has no 10.99.x address: {out}");
+        let addr = addr.unwrap_or_default();
+        assert!(
+            out.contains(&format!("{addr}\twebhost")),
+            "{name}: /etc/hosts does not map webhost to {addr}: {out}"
+        );
+        assert!(
+            out.contains("lo:") && out.contains("UP"),
+            "{name}: lo not up: {out}"
+        );
+        // The runtime ran poststop (the guard's fallback cleanup has not run yet).
+        assert_clean(&id, None);
+        drop(guard);
+        let count = |s: &str| s.lines().filter(|l| l.contains("master skiff0")).count();
+        assert_eq!(
+            count(&before),
+            count(&links()),
+            "{name}: veth left on skiff0"
+        );
+    }
 }
 
 #[test]
