@@ -212,7 +212,9 @@ fn init_logging(cli: &Cli) -> Result<()> {
             if cli.log_format == "json" {
                 b.json().with_writer(std::io::stderr).init();
             } else {
-                b.with_writer(std::io::stderr).init();
+                b.with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .init();
             }
         }
     }
@@ -237,7 +239,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     if let Cmd::NetHook { command } = &cli.cmd {
-        return skiff_image::network::hook::main(command).map_err(Into::into);
+        return skiff_image::network::hook::main(command)
+            .with_context(|| format!("net-hook {command}"));
     }
     let store = Store::open(&cli.store)
         .with_context(|| format!("opening store {}", cli.store.display()))?;

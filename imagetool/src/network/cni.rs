@@ -178,6 +178,14 @@ pub fn plugin_config(
     Value::Object(conf)
 }
 
+/// Whether `version` (`a.b.c`) is at least 0.4.0: only then does DEL get a `prevResult` (as
+/// libcni does; older plugins do not expect one there).
+pub fn del_takes_prev_result(version: &str) -> bool {
+    let mut it = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    major > 0 || minor >= 4
+}
+
 /// Find plugin `ty` in `cni_path`.
 pub fn find_plugin(cni_path: &[PathBuf], ty: &str) -> Result<PathBuf, NetError> {
     if !valid_name(ty) {

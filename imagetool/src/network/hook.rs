@@ -40,6 +40,9 @@ pub struct SavedState {
     pub loopback: bool,
     /// How many plugins of the list ADD was attempted for.
     pub attempted: usize,
+    /// How many of those succeeded (a failed ADD's own DEL errors are expected and not reported).
+    #[serde(default)]
+    pub added: usize,
     /// The result of the last successful plugin (prevResult for DEL).
     pub result: Option<Value>,
 }
@@ -212,10 +215,16 @@ fn teardown(id: &str, dir: &Path, saved: Option<&SavedState>) -> Vec<String> {
         let list = &s.network.conflist;
         let plugins = list["plugins"].as_array().cloned().unwrap_or_default();
         let n = s.attempted.min(plugins.len());
-        for p in plugins[..n].iter().rev() {
-            let conf = cni::plugin_config(list, p, s.result.as_ref(), &s.network.port_mappings);
+        let prev = s
+            .result
+            .as_ref()
+            .filter(|_| cni::del_takes_prev_result(list["cniVersion"].as_str().unwrap_or("")));
+        for (i, p) in plugins[..n].iter().enumerate().rev() {
+            let conf = cni::plugin_config(list, p, prev, &s.network.port_mappings);
             if let Err(e) = cni::exec_plugin(&inv, "DEL", &conf) {
-                errors.push(e.to_string());
+                if i < s.added {
+                    errors.push(e.to_string());
+                }
             }
         }
         if s.loopback {
@@ -305,6 +314,12 @@ fn write_hosts(bundle: &Path, hostname: &str, ip: std::net::Ipv4Addr) -> Result<
 /// Attach container `st.id` (init `st.pid`) to the network described in its bundle.
 pub fn add(st: &HookState) -> Result<(), NetError> {
     validate_id(&st.id)?;
+    if !st.bundle.is_absolute() {
+        return Err(NetError::Hook(format!(
+            "state.bundle {:?} is not an absolute path",
+            st.bundle
+        )));
+    }
     let network = load_network_file(&st.bundle)?;
     ensure_real_dir(Path::new(RUN_DIR), true)?;
     let dir = run_dir(&st.id);
@@ -321,15 +336,19 @@ pub fn add(st: &HookState) -> Result<(), NetError> {
         network,
         loopback: false,
         attempted: 0,
+        added: 0,
         result: None,
     };
     let r = add_steps(st, &dir, &mut saved);
     if let Err(e) = r {
         let errs = teardown(&st.id, &dir, Some(&saved));
-        for x in errs {
-            tracing::warn!("undoing failed network setup: {x}");
+        if errs.is_empty() {
+            return Err(e);
         }
-        return Err(e);
+        return Err(NetError::Hook(format!(
+            "{e} (undoing the partial setup also failed: {})",
+            errs.join("; ")
+        )));
     }
     Ok(())
 }
@@ -367,6 +386,7 @@ fn add_steps(st: &HookState, dir: &Path, saved: &mut SavedState) -> Result<(), N
         save(dir, saved)?;
         let res = cni::exec_plugin(&inv, "ADD", &conf)?;
         saved.result = res;
+        saved.added += 1;
         save(dir, saved)?;
     }
     if let Some(ip) = saved.result.as_ref().and_then(cni::container_ipv4) {
@@ -418,6 +438,24 @@ mod tests {
         assert_eq!((st.id.as_str(), st.pid), ("c1", 42));
         assert!(parse_state(br#"{"id":"../etc","pid":1,"bundle":"/b"}"#).is_err());
         assert!(parse_state(b"not json").is_err());
+    }
+
+    #[test]
+    fn add_refuses_bad_bundles_before_touching_the_host() {
+        let rel = parse_state(br#"{"id":"c1","pid":1,"bundle":"relative"}"#).expect("state");
+        assert!(add(&rel)
+            .expect_err("relative")
+            .to_string()
+            .contains("absolute"));
+        let d = tempfile::tempdir().expect("tmp");
+        let st = HookState {
+            id: "skiff-net-unit-no-such".into(),
+            pid: 1,
+            bundle: d.path().to_path_buf(),
+        };
+        let e = add(&st).expect_err("no network.json");
+        assert!(e.to_string().contains(NETWORK_FILE), "{e}");
+        assert!(!run_dir(&st.id).exists());
     }
 
     #[test]
