@@ -213,12 +213,25 @@ pub fn find_plugin(cni_path: &[PathBuf], ty: &str) -> Result<PathBuf, NetError> 
     })
 }
 
-fn read_bounded<R: Read + Send + 'static>(r: R) -> std::thread::JoinHandle<Vec<u8>> {
+/// Read up to [`MAX_OUTPUT`] bytes in a thread; the receiver gets them at EOF.
+fn read_bounded<R: Read + Send + 'static>(r: R) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = r.take(MAX_OUTPUT).read_to_end(&mut buf);
-        buf
-    })
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Output collected by [`read_bounded`], waiting at most until `deadline` (a plugin that left a
+/// child holding the pipe open must not hang the hook).
+fn collect(rx: Option<std::sync::mpsc::Receiver<Vec<u8>>>, deadline: Instant) -> Vec<u8> {
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    rx.and_then(|r| r.recv_timeout(wait).ok())
+        .unwrap_or_default()
 }
 
 /// Turn a plugin's failure output into a message: the CNI error JSON's `msg` (and `details`),
@@ -251,6 +264,15 @@ pub fn exec_plugin(
     command: &str,
     conf: &Value,
 ) -> Result<Option<Value>, NetError> {
+    exec_plugin_within(inv, command, conf, PLUGIN_TIMEOUT)
+}
+
+fn exec_plugin_within(
+    inv: &Invocation<'_>,
+    command: &str,
+    conf: &Value,
+    timeout: Duration,
+) -> Result<Option<Value>, NetError> {
     let ty = conf["type"].as_str().unwrap_or_default().to_string();
     let perr = |msg: String| NetError::Plugin {
         plugin: ty.clone(),
@@ -281,7 +303,7 @@ pub fn exec_plugin(
             let _ = stdin.write_all(&input);
         });
     }
-    let deadline = Instant::now() + PLUGIN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break st,
@@ -290,15 +312,15 @@ pub fn exec_plugin(
                 let _ = child.wait();
                 return Err(perr(format!(
                     "{command} timed out after {}s",
-                    PLUGIN_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(perr(format!("waiting: {e}"))),
         }
     };
-    let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
-    let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stdout = collect(out, deadline);
+    let stderr = collect(err, deadline);
     if !status.success() {
         return Err(perr(format!(
             "{command} failed ({status}): {}",
@@ -429,6 +451,80 @@ mod tests {
         );
         assert_eq!(error_message(b"", b"  oops\n"), "oops");
         assert_eq!(error_message(b"", b""), "no output");
+    }
+
+    fn fake_plugins() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let scripts = [
+            (
+                "fake",
+                "#!/bin/sh\nin=$(cat)\n\
+                 printf '%s|%s|%s|%s|%s|%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_NETNS\" \
+                 \"$CNI_IFNAME\" \"$CNI_PATH\" \"$PATH\" > \"$(dirname \"$0\")/env.$CNI_COMMAND\"\n\
+                 printf '%s' \"$in\" > \"$(dirname \"$0\")/stdin.$CNI_COMMAND\"\n\
+                 [ \"$CNI_COMMAND\" = ADD ] && echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.1.2.3/24\"}]}'\n\
+                 exit 0\n",
+            ),
+            (
+                "fail",
+                "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"no luck\"}'\nexit 1\n",
+            ),
+            ("garbage", "#!/bin/sh\ncat >/dev/null\necho not json\n"),
+            ("slow", "#!/bin/sh\nexec sleep 10\n"),
+        ];
+        for (name, body) in scripts {
+            let p = d.path().join(name);
+            std::fs::write(&p, body).expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        d
+    }
+
+    #[test]
+    fn plugin_protocol() {
+        let d = fake_plugins();
+        let path = vec![PathBuf::from("/nonexistent"), d.path().to_path_buf()];
+        let inv = Invocation {
+            cni_path: &path,
+            container_id: "c1",
+            netns: Path::new("/run/skiff-net/c1/netns"),
+            ifname: "eth0",
+        };
+        let list =
+            json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "fake", "x": 1}]});
+        let conf = plugin_config(&list, &list["plugins"][0], None, &[]);
+        let r = exec_plugin(&inv, "ADD", &conf)
+            .expect("add")
+            .expect("result");
+        assert_eq!(container_ipv4(&r), Some("10.1.2.3".parse().expect("ip")));
+        let env = std::fs::read_to_string(d.path().join("env.ADD")).expect("env");
+        let cni_path = format!("/nonexistent:{}", d.path().display());
+        assert_eq!(
+            env.trim(),
+            format!("ADD|c1|/run/skiff-net/c1/netns|eth0|{cni_path}|{PLUGIN_PATH}")
+        );
+        let stdin: Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("stdin.ADD")).expect("stdin"))
+                .expect("stdin json");
+        assert_eq!(
+            stdin,
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "fake", "x": 1})
+        );
+        assert_eq!(exec_plugin(&inv, "DEL", &conf).expect("del"), None);
+        let e = exec_plugin(&inv, "ADD", &json!({"type": "fail"})).expect_err("fail");
+        let s = e.to_string();
+        assert!(s.contains("fail") && s.contains("no luck (code 11)"), "{s}");
+        let e = exec_plugin(&inv, "ADD", &json!({"type": "garbage"})).expect_err("garbage");
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        let e = exec_plugin_within(
+            &inv,
+            "ADD",
+            &json!({"type": "slow"}),
+            Duration::from_millis(200),
+        )
+        .expect_err("slow");
+        assert!(e.to_string().contains("timed out"), "{e}");
     }
 
     #[test]
