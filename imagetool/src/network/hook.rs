@@ -182,6 +182,19 @@ fn pin_netns(pid: i64, target: &Path) -> Result<(), NetError> {
     if pid <= 0 || pid > i64::from(i32::MAX) {
         return Err(NetError::Hook(format!("state has no usable pid ({pid})")));
     }
+    let src = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    // Attaching the host's own namespace would rename/readdress host interfaces: refuse.
+    let ns_id = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).map(|m| (m.dev(), m.ino()))
+    };
+    let theirs = ns_id(&src).map_err(|e| NetError::io("inspecting", &src, e))?;
+    if ns_id(Path::new("/proc/self/ns/net")).ok() == Some(theirs) {
+        return Err(NetError::Hook(format!(
+            "container (pid {pid}) shares the host's network namespace; bridge networking needs \
+             its own (is \"network\" missing from linux.namespaces?)"
+        )));
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -189,7 +202,6 @@ fn pin_netns(pid: i64, target: &Path) -> Result<(), NetError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(target)
         .map_err(|e| NetError::io("creating", target, e))?;
-    let src = PathBuf::from(format!("/proc/{pid}/ns/net"));
     nix::mount::mount(
         Some(&src),
         target,
@@ -456,6 +468,16 @@ mod tests {
         let e = add(&st).expect_err("no network.json");
         assert!(e.to_string().contains(NETWORK_FILE), "{e}");
         assert!(!run_dir(&st.id).exists());
+    }
+
+    #[test]
+    fn refuses_to_pin_the_hosts_own_namespace() {
+        let d = tempfile::tempdir().expect("tmp");
+        let target = d.path().join("netns");
+        let e = pin_netns(i64::from(std::process::id()), &target).expect_err("own netns");
+        assert!(e.to_string().contains("shares the host"), "{e}");
+        assert!(!target.exists());
+        assert!(pin_netns(0, &target).is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub enum NetError {
         msg: String,
     },
     /// Hook input (state JSON, container id, network.json) is unusable.
-    #[error("net-hook: {0}")]
+    #[error("{0}")]
     Hook(String),
     /// A filesystem or mount operation failed.
     #[error("{what} {}: {source}", path.display())]
