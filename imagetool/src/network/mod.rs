@@ -298,6 +298,13 @@ pub fn prepare_bundle(
             .as_array_mut()
             .ok_or_else(|| NetError::Options("internal: spec has no mounts".into()))?;
         for ((file, dest), data) in ETC_FILES.iter().zip(contents) {
+            // A user's own mount on that path (-v HOST:/etc/hosts) wins, as in Docker.
+            if mounts
+                .iter()
+                .any(|m| m["destination"].as_str().map(|d| d.trim_end_matches('/')) == Some(dest))
+            {
+                continue;
+            }
             let src = bundle.join(file);
             write_new(&src, &data)?;
             mounts.push(json!({
@@ -447,6 +454,28 @@ mod tests {
             crate::spec::default_spec(),
             "library default changes nothing"
         );
+    }
+
+    #[test]
+    fn user_mount_on_etc_file_wins() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut spec = crate::spec::default_spec();
+        if let Some(m) = spec["mounts"].as_array_mut() {
+            m.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/x"}));
+        }
+        let gen = prepare_bundle(d.path(), &opts(None, &[]), &mut spec).expect("prep");
+        assert_eq!(
+            gen,
+            vec!["/etc/hostname".to_string(), "/etc/hosts".to_string()]
+        );
+        let n = spec["mounts"]
+            .as_array()
+            .expect("m")
+            .iter()
+            .filter(|m| m["destination"] == "/etc/resolv.conf")
+            .count();
+        assert_eq!(n, 1);
+        assert!(!d.path().join("resolv.conf").exists());
     }
 
     #[test]
