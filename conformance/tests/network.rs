@@ -346,6 +346,63 @@ fn publish_serves_the_page_and_delete_cleans_up() {
 }
 
 #[test]
+fn two_containers_have_their_own_address_and_port() {
+    prerequisites!();
+    let _serial = lock();
+    let t = TestDir::new("net-two");
+    let store = make_image(&t);
+    let rt = Runtime::skiff().expect("skiff");
+    let mut ids = Vec::new();
+    let mut guards = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..2 {
+        let b = t.join(&format!("b{i}"));
+        let port = free_port();
+        unpack(&store, &b, &["-p", &format!("127.0.0.1:{port}:80")]);
+        let id = conformance::unique_name(&format!("net-two{i}"));
+        guards.push(ContainerGuard {
+            rt: &rt,
+            id: id.clone(),
+        });
+        let o = rt.cmd(["run", "-d", "--bundle", b.to_str().unwrap_or_default(), &id]);
+        assert!(o.success(), "run -d {id}: {o}");
+        ids.push(id);
+        ports.push(port);
+    }
+    let ip_of = |id: &str| -> String {
+        let st: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(RUN_DIR).join(id).join("state.json")).expect("state"),
+        )
+        .expect("json");
+        st["result"]["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (a, b) = (ip_of(&ids[0]), ip_of(&ids[1]));
+    assert!(
+        a.starts_with("10.99.") && b.starts_with("10.99.") && a != b,
+        "{a} {b}"
+    );
+    for p in &ports {
+        assert!(http_get(*p).is_ok(), "port {p} does not serve the page");
+    }
+    // Deleting the first leaves the second working.
+    let o = rt.cmd(["delete", "--force", &ids[0]]);
+    assert!(o.success(), "delete: {o}");
+    assert_clean(&ids[0], None);
+    assert!(http_get(ports[1]).is_ok(), "second container lost its port");
+    assert!(
+        !rules_naming(&ids[1]).is_empty(),
+        "second container lost its rules"
+    );
+    let o = rt.cmd(["delete", "--force", &ids[1]]);
+    assert!(o.success(), "delete: {o}");
+    assert_clean(&ids[1], None);
+    drop(guards);
+}
+
+#[test]
 fn force_delete_of_running_container_cleans_up() {
     prerequisites!();
     let _serial = lock();
