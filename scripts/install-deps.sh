@@ -10,6 +10,7 @@ PKGS=(
   umoci skopeo                                          # image layout comparisons
   containerd                                            # shim tests (ctr)
   jq iproute2 procps psmisc util-linux                  # test helpers
+  containernetworking-plugins iptables curl             # skiff-image unpack -p (CNI bridge/portmap) and its tests
 )
 OPTIONAL_PKGS=(
   buildah podman                                        # builder / drop-in comparisons (skipped if absent)

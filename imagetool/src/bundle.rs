@@ -296,6 +296,7 @@ fn unpack_inner(
     let mut spec_json = spec::generate(&image.config, &rootfs, bundle, &opts.spec)?;
     let volume_mounts = volumes::setup(store, &rootfs, bundle, vol_plan, undo)?;
     volumes::add_to_spec(&mut spec_json, &volume_mounts)?;
+    crate::network::prepare_bundle(bundle, &opts.spec.network, &mut spec_json)?;
     opts.resources.apply(&mut spec_json)?;
     let data = serde_json::to_vec_pretty(&spec_json)
         .map_err(|e| Error::json("serializing config.json", e))?;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsops;
 pub mod layer;
 pub mod resources;
+pub mod network;
 pub mod spec;
 pub mod store;
 pub mod transfer;

@@ -31,6 +31,19 @@ struct Cli {
     cmd: Cmd,
 }
 
+const UNPACK_NETWORK_HELP: &str = "\
+Networking (docker run -p): with -p/--net bridge, config.json gets OCI hooks
+  createRuntime: <this skiff-image> net-hook add    poststop: <this skiff-image> net-hook del
+that attach the container to the CNI network `skiff` (bridge skiff0, host-local 10.99.0.0/16,
+portmap, loopback for lo; plugins from /usr/lib/cni, package containernetworking-plugins, and
+iptables) and detach it again. Settings are in BUNDLE/network.json; while the container exists its
+pinned network namespace and saved CNI result are in /run/skiff-net/ID/. Deleting the container
+removes its veth, IP allocation and iptables rules; the skiff0 bridge and ip_forward=1 stay (like
+docker0). Works with skiff and runc alike. BUNDLE/{hostname,hosts,resolv.conf} are bind-mounted on
+/etc and never committed; the hostname defaults to a random 12-hex-digit name.
+Example: skiff-image unpack helloworld /tmp/hw -p 4000:80 && cd /tmp/hw && skiff run -d hw1 &&
+         curl http://localhost:4000";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Import an OCI layout/archive, docker archive, rootfs tarball or rootfs directory.
@@ -97,6 +110,7 @@ enum Cmd {
         image: String,
     },
     /// Unpack an image into an OCI bundle.
+    #[command(after_long_help = UNPACK_NETWORK_HELP)]
     Unpack {
         /// Image reference.
         image: String,
@@ -136,6 +150,23 @@ enum Cmd {
         max_layer_size: Option<u64>,
         #[command(flatten)]
         resources: Box<skiff_image::ResourceFlags>,
+        /// Publish a port: [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp] (repeatable; implies --net bridge).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+        /// Network: none (own netns, only lo; default), bridge (CNI network `skiff` on bridge
+        /// skiff0, 10.99.0.0/16, set up by OCI hooks; default with -p) or host.
+        #[arg(long = "net")]
+        net: Option<String>,
+        /// CNI network config list to use instead of the built-in `skiff` network (implies bridge).
+        #[arg(long = "cni-conflist")]
+        cni_conflist: Option<PathBuf>,
+    },
+    /// OCI hook: attach (add, createRuntime) or detach (del, poststop) a container's network;
+    /// reads the OCI state on stdin.
+    #[command(hide = true)]
+    NetHook {
+        /// add or del.
+        command: String,
     },
     /// Unmount an overlay bundle's rootfs.
     Umount {
@@ -193,7 +224,9 @@ fn init_logging(cli: &Cli) -> Result<()> {
             if cli.log_format == "json" {
                 b.json().with_writer(std::io::stderr).init();
             } else {
-                b.with_writer(std::io::stderr).init();
+                b.with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .init();
             }
         }
     }
@@ -217,6 +250,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::NetHook { command } = &cli.cmd {
+        return skiff_image::network::hook::main(command)
+            .with_context(|| format!("net-hook {command}"));
+    }
     let store = Store::open(&cli.store)
         .with_context(|| format!("opening store {}", cli.store.display()))?;
     match cli.cmd {
@@ -344,7 +381,18 @@ fn run(cli: Cli) -> Result<()> {
             platform,
             max_layer_size,
             resources,
+            publish,
+            net,
+            cni_conflist,
         } => {
+            let network = skiff_image::network::NetworkOptions {
+                mode: net.map(|n| n.parse()).transpose()?,
+                publish,
+                cni_conflist,
+                hook_exe: Some(std::env::current_exe().context("locating skiff-image for hooks")?),
+                etc_files: true,
+            };
+            skiff_image::network::check(&network)?;
             let img = transfer::resolve(&store, &image, platform.as_deref())
                 .with_context(|| format!("resolving {image}"))?;
             let mode = mode.map(|m| m.parse::<Mode>()).transpose()?;
@@ -359,6 +407,7 @@ fn run(cli: Cli) -> Result<()> {
                     read_only,
                     user,
                     cwd: None,
+                    network,
                 },
                 max_layer_size,
                 progress: std::io::stderr().is_terminal(),
@@ -367,6 +416,7 @@ fn run(cli: Cli) -> Result<()> {
             bundle::unpack(&store, &img, &bundle, &opts)
                 .with_context(|| format!("unpacking {image} into {}", bundle.display()))?;
         }
+        Cmd::NetHook { .. } => {}
         Cmd::Umount { bundle } => bundle::umount(&bundle)?,
         Cmd::Mount { bundle } => bundle::remount(&store, &bundle)?,
         Cmd::RmBundle { bundle, volumes } => {

@@ -30,6 +30,8 @@ pub struct SpecOptions {
     pub user: Option<String>,
     /// Override the working directory.
     pub cwd: Option<String>,
+    /// Network mode, published ports, hooks and /etc files (see [`crate::network`]).
+    pub network: crate::network::NetworkOptions,
 }
 
 /// The `runc spec` default document with `terminal: false` and a writable root.
