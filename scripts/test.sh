@@ -12,3 +12,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+# The distributed runtime binary (static, non-PIE, profile `dist`) must pass the runtime suites too.
+scripts/build-release.sh target/dist/skiff
+SKIFF_BIN="$PWD/target/dist/skiff" cargo test -p skiff-conformance --locked --no-fail-fast \
+  --test runtime_lifecycle --test runtime_config --test runtime_bad_input --test security -- --test-threads=2
