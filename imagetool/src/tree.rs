@@ -316,6 +316,36 @@ impl Exclusions {
         }
     }
 
+    /// Names in the directory `rel` (opened relative to `dir`) that `is_new` calls new, when `rel` is
+    /// `etc` and every new name is a file the runtime injects (hosts, resolv.conf, hostname): the
+    /// directory then only shows up as changed because the runtime created those mount points in
+    /// it, so committing its entry would record nothing the container did (Docker keeps them in a
+    /// separate init layer for the same reason).
+    fn only_runtime_files(
+        dir: RawFd,
+        name: &OsStr,
+        rel: &[u8],
+        is_new: impl Fn(&OsStr) -> bool,
+    ) -> bool {
+        if rel != b"etc" {
+            return false;
+        }
+        let Ok(fd) = fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0) else {
+            return false;
+        };
+        let Ok(names) = fsops::read_dir_names(fd.as_raw_fd()) else {
+            return false;
+        };
+        let new: Vec<&OsString> = names.iter().filter(|n| is_new(n)).collect();
+        // An /etc with no new names at all changed for another reason (e.g. chmod): keep it.
+        !new.is_empty()
+            && new.iter().all(|n| {
+                RUNTIME_FILES
+                    .iter()
+                    .any(|f| f.as_bytes().strip_prefix(b"etc/") == Some(n.as_bytes()))
+            })
+    }
+
     fn check(&self, rel: &[u8]) -> Option<Walk> {
         if RUNTIME_FILES.iter().any(|f| f.as_bytes() == rel) {
             return None;
@@ -332,6 +362,14 @@ impl Exclusions {
     }
 }
 
+/// Whether the directory `name` in `dir` carries overlayfs' opaque marker.
+fn is_opaque(dir: RawFd, name: &OsStr) -> bool {
+    fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0).is_ok_and(|fd| {
+        fsops::get_xattr_fd(fd.as_raw_fd(), OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref()
+            == Some(b"y")
+    })
+}
+
 /// Write an overlay upper directory as an OCI layer tar.
 pub fn write_overlay_upper<W: Write>(upper: &Path, excl: &Exclusions, w: W) -> Result<W> {
     let rfd = fsops::open_dir(upper)?;
@@ -344,6 +382,13 @@ pub fn write_overlay_upper<W: Write>(upper: &Path, excl: &Exclusions, w: W) -> R
             return Ok(Walk::Skip);
         }
         let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFDIR
+            && Exclusions::only_runtime_files(d, n, rel, |_| true)
+            && !is_opaque(d, n)
+        {
+            // Nothing but injected files below: neither the dir entry nor its content.
+            return Ok(Walk::Skip);
+        }
         if kind == libc::S_IFCHR && st.st_rdev == 0 {
             tw.whiteout(rel)
                 .ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(rel)))?;
@@ -484,6 +529,17 @@ pub fn write_copy_diff<W: Write>(
             Some(old) => !old.same(&now),
             None => true,
         };
+        let changed = changed
+            && !(now.mode & libc::S_IFMT == libc::S_IFDIR
+                && before.get(&key).is_some_and(|old| {
+                    old.mode == now.mode && old.uid == now.uid && old.gid == now.gid
+                })
+                && Exclusions::only_runtime_files(d, n, rel, |c| {
+                    let mut k = rel.to_vec();
+                    k.push(b'/');
+                    k.extend_from_slice(c.as_bytes());
+                    !before.contains_key(OsStr::from_bytes(&k))
+                }));
         if changed {
             tw.append_node(d, n, rel, st)?;
         }
@@ -511,4 +567,55 @@ pub fn write_copy_diff<W: Write>(
         }
     }
     tw.finish().map_err(|e| Error::io("finishing tar", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn entries(tar: &[u8]) -> Vec<String> {
+        let mut a = tar::Archive::new(tar);
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn etc_with_only_injected_files_is_not_committed() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::write(upper.join("etc/resolv.conf"), "").unwrap();
+        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        assert!(entries(&tar).is_empty(), "{:?}", entries(&tar));
+        // A real change in /etc keeps the directory and that file, still without the injected ones.
+        fs::write(upper.join("etc/motd"), "hi").unwrap();
+        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        assert_eq!(entries(&tar), vec!["etc/", "etc/motd"]);
+        // An /etc that only changed its mode is still committed.
+        fs::remove_dir_all(upper.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        assert_eq!(entries(&tar), vec!["etc/"]);
+    }
+
+    #[test]
+    fn copy_mode_ignores_etc_touched_only_by_injected_files() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let before = snapshot(&root).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(root.join("etc/hosts"), "").unwrap();
+        fs::write(root.join("etc/hostname"), "").unwrap();
+        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new()).unwrap();
+        assert!(entries(&tar).is_empty(), "{:?}", entries(&tar));
+        fs::write(root.join("etc/motd"), "hi").unwrap();
+        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new()).unwrap();
+        assert_eq!(entries(&tar), vec!["etc/", "etc/motd"]);
+    }
 }
