@@ -577,45 +577,56 @@ mod tests {
     fn entries(tar: &[u8]) -> Vec<String> {
         let mut a = tar::Archive::new(tar);
         a.entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .expect("test setup")
+            .map(|e| {
+                e.expect("test setup")
+                    .path()
+                    .expect("test setup")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect()
     }
 
     #[test]
     fn etc_with_only_injected_files_is_not_committed() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test setup");
         let upper = t.path().join("upper");
-        fs::create_dir_all(upper.join("etc")).unwrap();
-        fs::write(upper.join("etc/hosts"), "").unwrap();
-        fs::write(upper.join("etc/resolv.conf"), "").unwrap();
-        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        fs::create_dir_all(upper.join("etc")).expect("test setup");
+        fs::write(upper.join("etc/hosts"), "").expect("test setup");
+        fs::write(upper.join("etc/resolv.conf"), "").expect("test setup");
+        let tar =
+            write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).expect("test setup");
         assert!(entries(&tar).is_empty(), "{:?}", entries(&tar));
         // A real change in /etc keeps the directory and that file, still without the injected ones.
-        fs::write(upper.join("etc/motd"), "hi").unwrap();
-        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        fs::write(upper.join("etc/motd"), "hi").expect("test setup");
+        let tar =
+            write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).expect("test setup");
         assert_eq!(entries(&tar), vec!["etc/", "etc/motd"]);
         // An /etc that only changed its mode is still committed.
-        fs::remove_dir_all(upper.join("etc")).unwrap();
-        fs::create_dir_all(upper.join("etc")).unwrap();
-        let tar = write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).unwrap();
+        fs::remove_dir_all(upper.join("etc")).expect("test setup");
+        fs::create_dir_all(upper.join("etc")).expect("test setup");
+        let tar =
+            write_overlay_upper(&upper, &Exclusions::default(), Vec::new()).expect("test setup");
         assert_eq!(entries(&tar), vec!["etc/"]);
     }
 
     #[test]
     fn copy_mode_ignores_etc_touched_only_by_injected_files() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("test setup");
         let root = t.path().join("rootfs");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
-        let before = snapshot(&root).unwrap();
+        fs::create_dir_all(root.join("etc")).expect("test setup");
+        fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").expect("test setup");
+        let before = snapshot(&root).expect("test setup");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(root.join("etc/hosts"), "").unwrap();
-        fs::write(root.join("etc/hostname"), "").unwrap();
-        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new()).unwrap();
+        fs::write(root.join("etc/hosts"), "").expect("test setup");
+        fs::write(root.join("etc/hostname"), "").expect("test setup");
+        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new())
+            .expect("test setup");
         assert!(entries(&tar).is_empty(), "{:?}", entries(&tar));
-        fs::write(root.join("etc/motd"), "hi").unwrap();
-        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new()).unwrap();
+        fs::write(root.join("etc/motd"), "hi").expect("test setup");
+        let tar = write_copy_diff(&root, &before, &Exclusions::default(), Vec::new())
+            .expect("test setup");
         assert_eq!(entries(&tar), vec!["etc/", "etc/motd"]);
     }
 }
