@@ -107,6 +107,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Image store directory.
     pub store: PathBuf,
+    /// How `ADD https://` servers are verified (`--cert-dir`, `--tls-verify`).
+    pub tls: crate::fetch::TlsOptions,
 }
 
 /// The built image.
@@ -207,6 +209,8 @@ pub struct Builder<'a> {
     platform: Platform,
     /// The Dockerfile's path, for error messages.
     file: String,
+    /// Downloads `ADD` URLs (holds the TLS configuration).
+    fetcher: crate::fetch::Fetcher,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -290,7 +294,6 @@ impl<'a> Builder<'a> {
             )));
         }
         Ok(Self {
-            opts,
             store,
             expander,
             stages,
@@ -305,6 +308,8 @@ impl<'a> Builder<'a> {
             total_steps: 0,
             platform,
             file: df_path.display().to_string(),
+            fetcher: crate::fetch::Fetcher::new(opts.tls.clone()),
+            opts,
         })
     }
 
@@ -1713,8 +1718,10 @@ impl<'a> Builder<'a> {
         // URLs are fetched now (their content is part of the cache key).
         let mut downloads = Vec::new();
         for u in &urls {
-            let mut d = crate::fetch::get(u, &self.tmp_dir)
-                .map_err(|e| fail(format!("line {line}: ADD {u}: {e}")))?;
+            let mut d = self
+                .fetcher
+                .get(u, &self.tmp_dir)
+                .map_err(|e| fail(format!("line {line}: {u}: {e}")))?;
             let mut h = Sha256::new();
             let mut buf = Vec::new();
             d.file.read_to_end(&mut buf).ctx("reading download")?;
@@ -1747,9 +1754,10 @@ impl<'a> Builder<'a> {
             &content_hash,
             &src_key,
             &serde_json::to_string(&heredoc_files).unwrap_or_default(),
+            // Content and Last-Modified (it becomes the file's mtime).
             &downloads
                 .iter()
-                .map(|d| d.2.clone())
+                .map(|d| format!("{}@{:?}", d.2, d.3))
                 .collect::<Vec<_>>()
                 .join(","),
             &format!("{:?}", self.opts.source_date_epoch),
