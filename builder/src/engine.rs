@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
@@ -1722,10 +1722,9 @@ impl<'a> Builder<'a> {
                 .fetcher
                 .get(u, &self.tmp_dir)
                 .map_err(|e| fail(format!("line {line}: {u}: {e}")))?;
+            // Hashed from the temp file (downloads may be large; they are not held in memory).
             let mut h = Sha256::new();
-            let mut buf = Vec::new();
-            d.file.read_to_end(&mut buf).ctx("reading download")?;
-            h.update(&buf);
+            std::io::copy(&mut d.file, &mut h).ctx("reading download")?;
             let digest = format!("sha256:{}", hex::encode(h.finalize()));
             if let Some(c) = &spec.checksum {
                 let want = self.word(st, c, line)?;
@@ -1735,7 +1734,7 @@ impl<'a> Builder<'a> {
                     )));
                 }
             }
-            downloads.push((u.clone(), buf, digest, d.last_modified));
+            downloads.push((u.clone(), d.file, digest, d.last_modified));
         }
         let key = sha(&[
             &st.key,
@@ -1812,7 +1811,10 @@ impl<'a> Builder<'a> {
                 dst.write_file(&target, &mut &content[..], &file_meta(0o644, None))
                     .ctx(format!("writing {target}"))?;
             }
-            for (u, buf, _, lm) in &downloads {
+            for (u, file, _, lm) in &downloads {
+                let mut body = file.try_clone().ctx("reading download")?;
+                std::io::Seek::seek(&mut body, std::io::SeekFrom::Start(0))
+                    .ctx("reading download")?;
                 let target = if into_dir {
                     let n = crate::fetch::url_basename(u).ok_or_else(|| fail(format!("line {line}: ADD {u}: cannot infer a file name from the URL; give a destination file name")))?;
                     format!("{}/{}", dest.trim_end_matches('/'), n)
@@ -1820,18 +1822,14 @@ impl<'a> Builder<'a> {
                     dest.clone()
                 };
                 if unpack_url {
-                    let mut tf = tempfile::tempfile_in(&b.tmp_dir).ctx("staging download")?;
-                    tf.write_all(buf).ctx("staging download")?;
-                    std::io::Seek::seek(&mut tf, std::io::SeekFrom::Start(0))
-                        .ctx("staging download")?;
-                    let kind = archive::sniff(&mut tf).ctx("reading download")?;
+                    let kind = archive::sniff(&mut body).ctx("reading download")?;
                     if kind != archive::Kind::NotArchive {
-                        archive::extract(tf, kind, &dst, &dest, copts.chown)
+                        archive::extract(body, kind, &dst, &dest, copts.chown)
                             .map_err(|e| fail(format!("line {line}: ADD {u}: extracting: {e}")))?;
                         continue;
                     }
                 }
-                dst.write_file(&target, &mut &buf[..], &file_meta(0o600, *lm))
+                dst.write_file(&target, &mut body, &file_meta(0o600, *lm))
                     .ctx(format!("writing {target}"))?;
             }
             if !rels.is_empty() {

@@ -218,10 +218,23 @@ enum Conn {
 
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
+        // The build's signal handlers interrupt blocking reads (no SA_RESTART); std's copy
+        // loops retry EINTR, so stop here when the user asked the build to stop.
+        for _ in 0..1000 {
+            let r = match self {
+                Conn::Plain(s) => s.read(buf),
+                Conn::Tls(s) => s.read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if crate::interrupt::requested() {
+                        return Err(err("interrupted"));
+                    }
+                }
+                r => return r,
+            }
         }
+        Err(err("interrupted too often"))
     }
 }
 

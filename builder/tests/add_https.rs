@@ -31,6 +31,29 @@ macro_rules! need_host {
 const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
 const LAST_MODIFIED_SECS: i64 = 1_445_412_480;
 
+/// Whether /dated answers with a later Last-Modified (same body).
+static LATER_DATE: AtomicBool = AtomicBool::new(false);
+
+/// A small tar.gz served as /a.tar.gz (holding inner.txt), the same bytes every time.
+fn archive() -> Vec<u8> {
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let data = b"from the archive\n";
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_000_000_000);
+    t.append_data(&mut h, "inner.txt", &data[..]).unwrap();
+    t.into_inner().unwrap().finish().unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
 /// A test CA.
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -163,7 +186,26 @@ fn serve<S: std::io::Read + Write>(s: &mut S, port: u16) -> std::io::Result<()> 
     let first = format!("GET {}", String::from_utf8_lossy(&first));
     let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
     let body = "downloaded over tls\n";
+    if path == "/a.tar.gz" {
+        let a = archive();
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\n\r\n",
+            a.len()
+        )?;
+        s.write_all(&a)?;
+        return s.flush();
+    }
     let resp = match path.as_str() {
+        "/dated" => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {}\r\n\r\n{body}",
+            body.len(),
+            if LATER_DATE.load(Ordering::SeqCst) {
+                "Thu, 22 Oct 2015 07:28:00 GMT"
+            } else {
+                LAST_MODIFIED
+            }
+        ),
         "/files/remote.txt" => format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {LAST_MODIFIED}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -242,7 +284,11 @@ fn add_https_trusted_by_cert_dir_or_ssl_cert_file() {
             "FROM busybox\n\
              ADD https://127.0.0.1:{p}/files/remote.txt /dl/\n\
              ADD https://localhost:{p}/redirect /named\n\
-             ADD https://127.0.0.1:{p}/chunked /chunked.txt\n"
+             ADD https://127.0.0.1:{p}/chunked /chunked.txt\n\
+             ADD https://127.0.0.1:{p}/a.tar.gz /remote/\n\
+             ADD --unpack=true https://127.0.0.1:{p}/a.tar.gz /unpacked/\n\
+             ADD --checksum=sha256:{sum} https://127.0.0.1:{p}/files/remote.txt /checked\n",
+            sum = sha256_hex(b"downloaded over tls\n")
         ),
     );
     let certs_s = certs.display().to_string();
@@ -269,6 +315,16 @@ fn add_https_trusted_by_cert_dir_or_ssl_cert_file() {
         std::fs::read_to_string(b.join("rootfs/chunked.txt")).unwrap(),
         "chunky\n"
     );
+    // Remote archives are stored as downloaded unless --unpack=true.
+    assert_eq!(
+        std::fs::read(b.join("rootfs/remote/a.tar.gz")).unwrap(),
+        archive()
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("rootfs/unpacked/inner.txt")).unwrap(),
+        "from the archive\n"
+    );
+    assert!(b.join("rootfs/checked").exists());
 
     // Same content and Last-Modified: the steps are cached.
     let e = ok(&build(
@@ -276,7 +332,37 @@ fn add_https_trusted_by_cert_dir_or_ssl_cert_file() {
         &["--cert-dir", &certs_s, "-t", "https:2", &ctx],
         &[],
     ));
-    assert_eq!(e.matches("CACHED").count(), 3, "{e}");
+    assert_eq!(e.matches("CACHED").count(), 6, "{e}");
+
+    // Same body, later Last-Modified: the step is rebuilt (the date becomes the mtime).
+    let ctx2 = context(
+        &env,
+        "dated",
+        &format!("FROM busybox\nADD https://127.0.0.1:{p}/dated /dated\n"),
+    );
+    ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "d:1", &ctx2],
+        &[],
+    ));
+    let e = ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "d:1", &ctx2],
+        &[],
+    ));
+    assert_eq!(e.matches("CACHED").count(), 1, "{e}");
+    LATER_DATE.store(true, Ordering::SeqCst);
+    let e = ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "d:2", &ctx2],
+        &[],
+    ));
+    assert_eq!(e.matches("CACHED").count(), 0, "{e}");
+    let b = env.unpack("d:2", "d2");
+    assert_eq!(
+        std::fs::metadata(b.join("rootfs/dated")).unwrap().mtime(),
+        LAST_MODIFIED_SECS + 86400
+    );
 
     // SSL_CERT_FILE (replacing the system store) works as well.
     let ca_file = env.dir.path().join("ca.pem");
@@ -363,6 +449,14 @@ fn add_https_bad_redirects_and_plain_http_server() {
     assert!(e.contains("too many redirects"), "{e}");
     let e = run("down", &format!("ADD https://127.0.0.1:{p}/to-http /x"));
     assert!(e.contains("from https to plain http"), "{e}");
+    let e = run(
+        "sum",
+        &format!(
+            "ADD --checksum=sha256:{} https://127.0.0.1:{p}/files/remote.txt /x",
+            "0".repeat(64)
+        ),
+    );
+    assert!(e.contains("checksum mismatch"), "{e}");
     let e = run("404", &format!("ADD https://127.0.0.1:{p}/nope /x"));
     assert!(e.contains("HTTP status 404"), "{e}");
     let e = run(
@@ -381,5 +475,70 @@ fn add_https_bad_redirects_and_plain_http_server() {
         &[],
     ));
     assert!(e.contains("--cert-dir"), "{e}");
+    env.assert_clean();
+}
+
+#[test]
+fn stalled_download_stops_on_sigterm() {
+    need_host!();
+    // A server that sends headers and a few bytes, then stalls (bounded: 30 s at most).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nabc");
+        let _ = tx.send(());
+        let t = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let env = Env::new();
+    let ctx = context(
+        &env,
+        "stall",
+        &format!("FROM busybox\nADD http://127.0.0.1:{port}/big /big\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-build"))
+        .arg("--store")
+        .arg(&env.store)
+        .arg("--runtime")
+        .arg(&env.runtime)
+        .arg("--runtime-root")
+        .arg(&env.runtime_root)
+        .args(["--progress", "plain", &ctx])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("skiff-build connected");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+    let status = status.expect("skiff-build did not stop within 20 s of SIGTERM");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
     env.assert_clean();
 }
