@@ -32,6 +32,39 @@ pub struct Download {
     pub last_modified: Option<i64>,
     /// The URL the body finally came from (after redirects).
     pub final_url: String,
+    /// What to send next time to ask "has it changed?" (`ETag`, raw `Last-Modified`).
+    pub validators: Validators,
+}
+
+/// A previous response's `ETag` and `Last-Modified`, sent back as `If-None-Match` and
+/// `If-Modified-Since` so an unchanged file is not downloaded again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    /// `ETag` as the server sent it.
+    pub etag: Option<String>,
+    /// `Last-Modified` as the server sent it.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// The result of a conditional GET.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The body (new or changed).
+    Body(Download),
+    /// `304 Not Modified`: the file is what the validators describe.
+    NotModified,
+}
+
+/// A header value safe to send back (no line breaks, bounded).
+fn header_value(v: &Option<String>) -> Option<&str> {
+    v.as_deref()
+        .filter(|v| v.len() <= 1024 && !v.chars().any(|c| c.is_control()))
 }
 
 /// How `https://` servers are verified (the CLI's `--cert-dir` and `--tls-verify`).
@@ -497,6 +530,14 @@ impl Fetcher {
     /// GET `url` (following up to [`MAX_REDIRECTS`] redirects) into an anonymous temp file in
     /// `tmpdir`.
     pub fn get(&self, url: &str, tmpdir: &Path) -> io::Result<Download> {
+        match self.get_if_changed(url, tmpdir, &Validators::default())? {
+            Fetched::Body(d) => Ok(d),
+            Fetched::NotModified => Err(err("unexpected 304 Not Modified")),
+        }
+    }
+
+    /// [`Fetcher::get`], asking the server to answer 304 when `v` still describes the file.
+    pub fn get_if_changed(&self, url: &str, tmpdir: &Path, v: &Validators) -> io::Result<Fetched> {
         let mut u = Url::parse(url)?;
         for hop in 0..=MAX_REDIRECTS {
             let shown = u.to_string_url();
@@ -509,7 +550,11 @@ impl Fetcher {
                 }
             };
             let s = self.open(&u).map_err(at)?;
-            match fetch_one(s, &u, tmpdir).map_err(at)? {
+            match fetch_one(s, &u, tmpdir, v).map_err(at)? {
+                Response::NotModified if v.is_empty() => {
+                    return Err(at(err("304 Not Modified to an unconditional request")))
+                }
+                Response::NotModified => return Ok(Fetched::NotModified),
                 Response::Redirect(loc) => {
                     let next = u
                         .join(&loc)
@@ -522,12 +567,13 @@ impl Fetcher {
                     }
                     u = next;
                 }
-                Response::Body(file, last_modified) => {
-                    return Ok(Download {
+                Response::Body(file, last_modified, validators) => {
+                    return Ok(Fetched::Body(Download {
                         file,
                         last_modified,
                         final_url: shown,
-                    })
+                        validators,
+                    }))
                 }
             }
         }
@@ -540,7 +586,8 @@ impl Fetcher {
 /// What one request gave.
 enum Response {
     Redirect(String),
-    Body(std::fs::File, Option<i64>),
+    NotModified,
+    Body(std::fs::File, Option<i64>, Validators),
 }
 
 /// Map a read error inside a TLS stream to a readable sentence.
@@ -557,9 +604,16 @@ fn body_err(e: io::Error) -> io::Error {
     }
 }
 
-fn fetch_one(mut s: Conn, u: &Url, tmpdir: &Path) -> io::Result<Response> {
+fn fetch_one(mut s: Conn, u: &Url, tmpdir: &Path, v: &Validators) -> io::Result<Response> {
+    let mut conditional = String::new();
+    if let Some(e) = header_value(&v.etag) {
+        conditional += &format!("If-None-Match: {e}\r\n");
+    }
+    if let Some(lm) = header_value(&v.last_modified) {
+        conditional += &format!("If-Modified-Since: {lm}\r\n");
+    }
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: skiff-build\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: skiff-build\r\nAccept: */*\r\nAccept-Encoding: identity\r\n{conditional}Connection: close\r\n\r\n",
         u.path,
         u.authority()
     );
@@ -607,6 +661,9 @@ fn fetch_one(mut s: Conn, u: &Url, tmpdir: &Path) -> io::Result<Response> {
         let loc = header("location")
             .ok_or_else(|| err(format!("HTTP {code} redirect without a Location header")))?;
         return Ok(Response::Redirect(loc));
+    }
+    if code == 304 {
+        return Ok(Response::NotModified);
     }
     if code != 200 {
         return Err(err(format!("HTTP status {code}")));
@@ -665,7 +722,11 @@ fn fetch_one(mut s: Conn, u: &Url, tmpdir: &Path) -> io::Result<Response> {
             .ok()
             .map(|d| d.timestamp())
     });
-    Ok(Response::Body(file, last_modified))
+    let validators = Validators {
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+    };
+    Ok(Response::Body(file, last_modified, validators))
 }
 
 #[cfg(test)]

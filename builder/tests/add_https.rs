@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,10 @@ const LAST_MODIFIED_SECS: i64 = 1_445_412_480;
 
 /// Whether /dated answers with a later Last-Modified (same body).
 static LATER_DATE: AtomicBool = AtomicBool::new(false);
+
+/// Full answers and 304s given for /etag.
+static ETAG_FULL: AtomicUsize = AtomicUsize::new(0);
+static ETAG_304: AtomicUsize = AtomicUsize::new(0);
 
 /// A small tar.gz served as /a.tar.gz (holding inner.txt), the same bytes every time.
 fn archive() -> Vec<u8> {
@@ -176,10 +180,17 @@ fn serve<S: std::io::Read + Write>(s: &mut S, port: u16) -> std::io::Result<()> 
     let mut r = BufReader::new(&mut *s);
     let mut first = Vec::new();
     r.read_until(b'\n', &mut first)?;
+    let mut if_none_match = None;
     for _ in 0..100 {
         let mut l = Vec::new();
         if r.read_until(b'\n', &mut l)? == 0 || l.trim_ascii().is_empty() {
             break;
+        }
+        let l = String::from_utf8_lossy(&l).to_string();
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("if-none-match") {
+                if_none_match = Some(v.trim().to_string());
+            }
         }
     }
     drop(r);
@@ -196,7 +207,19 @@ fn serve<S: std::io::Read + Write>(s: &mut S, port: u16) -> std::io::Result<()> 
         s.write_all(&a)?;
         return s.flush();
     }
+    if path == "/etag" && if_none_match.as_deref() == Some("\"v1\"") {
+        ETAG_304.fetch_add(1, Ordering::SeqCst);
+        s.write_all(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")?;
+        return s.flush();
+    }
     let resp = match path.as_str() {
+        "/etag" => {
+            ETAG_FULL.fetch_add(1, Ordering::SeqCst);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"v1\"\r\nLast-Modified: {LAST_MODIFIED}\r\n\r\n{body}",
+                body.len()
+            )
+        }
         "/dated" => format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {}\r\n\r\n{body}",
             body.len(),
@@ -363,6 +386,61 @@ fn add_https_trusted_by_cert_dir_or_ssl_cert_file() {
         std::fs::metadata(b.join("rootfs/dated")).unwrap().mtime(),
         LAST_MODIFIED_SECS + 86400
     );
+
+    // ETag: an unchanged file is not downloaded again when the step is cached (304), and is
+    // fetched in full when the step has to be built anyway (parent changed) or on --no-cache.
+    let etag_df = |env_line: &str| {
+        format!("FROM busybox\n{env_line}ADD https://127.0.0.1:{p}/etag /etagged\n")
+    };
+    let ctx3 = context(&env, "etag", &etag_df(""));
+    ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "e:1", &ctx3],
+        &[],
+    ));
+    assert_eq!(ETAG_FULL.load(Ordering::SeqCst), 1);
+    let e = ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "e:2", &ctx3],
+        &[],
+    ));
+    assert_eq!(e.matches("CACHED").count(), 1, "{e}");
+    assert_eq!(
+        ETAG_304.load(Ordering::SeqCst),
+        1,
+        "asked with If-None-Match"
+    );
+    assert_eq!(ETAG_FULL.load(Ordering::SeqCst), 1, "not downloaded again");
+    let ctx4 = context(&env, "etag2", &etag_df("ENV X=1\n"));
+    ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "-t", "e:3", &ctx4],
+        &[],
+    ));
+    assert_eq!(ETAG_304.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ETAG_FULL.load(Ordering::SeqCst),
+        2,
+        "fetched to build the step"
+    );
+    let b = env.unpack("e:3", "e3");
+    let f = b.join("rootfs/etagged");
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "downloaded over tls\n"
+    );
+    assert_eq!(std::fs::metadata(&f).unwrap().mtime(), LAST_MODIFIED_SECS);
+    ok(&build(
+        &env,
+        &["--cert-dir", &certs_s, "--no-cache", "-t", "e:4", &ctx3],
+        &[],
+    ));
+    assert_eq!(
+        ETAG_304.load(Ordering::SeqCst),
+        2,
+        "--no-cache asks unconditionally"
+    );
+    assert_eq!(ETAG_FULL.load(Ordering::SeqCst), 3);
 
     // SSL_CERT_FILE (replacing the system store) works as well.
     let ca_file = env.dir.path().join("ca.pem");
