@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
@@ -107,6 +107,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Image store directory.
     pub store: PathBuf,
+    /// How `ADD https://` servers are verified (`--cert-dir`, `--tls-verify`).
+    pub tls: crate::fetch::TlsOptions,
 }
 
 /// The built image.
@@ -140,6 +142,26 @@ struct StageDef {
     name: Option<String>,
     from: Located,
     body: Vec<Located>,
+}
+
+/// What skiff-build remembers about a URL it downloaded (`build-cache/urls/KEY.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct UrlRecord {
+    validators: crate::fetch::Validators,
+    /// `sha256:...` of the body.
+    digest: String,
+    /// Parsed Last-Modified (the file's mtime).
+    last_modified: Option<i64>,
+}
+
+/// sha256 of a file's content from its start, as `sha256:HEX`.
+fn hash_file(f: &mut std::fs::File) -> std::io::Result<String> {
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut h = Sha256::new();
+    std::io::copy(f, &mut h)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
 fn sha(parts: &[&str]) -> String {
@@ -207,6 +229,8 @@ pub struct Builder<'a> {
     platform: Platform,
     /// The Dockerfile's path, for error messages.
     file: String,
+    /// Downloads `ADD` URLs (holds the TLS configuration).
+    fetcher: crate::fetch::Fetcher,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -290,7 +314,6 @@ impl<'a> Builder<'a> {
             )));
         }
         Ok(Self {
-            opts,
             store,
             expander,
             stages,
@@ -305,6 +328,8 @@ impl<'a> Builder<'a> {
             total_steps: 0,
             platform,
             file: df_path.display().to_string(),
+            fetcher: crate::fetch::Fetcher::new(opts.tls.clone()),
+            opts,
         })
     }
 
@@ -631,6 +656,39 @@ impl<'a> Builder<'a> {
         }
         self.built.insert(idx, state.clone());
         Ok(state)
+    }
+
+    fn url_record_path(&self, url: &str) -> PathBuf {
+        self.cache_dir
+            .join("urls")
+            .join(format!("{}.json", sha(&[url])))
+    }
+
+    /// The record of an earlier download of `url`, if any (unreadable records are ignored).
+    fn url_record(&self, url: &str) -> Option<UrlRecord> {
+        let b = fs::read(self.url_record_path(url)).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    /// Remember a download's validators and digest (best effort: a failure only costs a
+    /// download next time). Written to a temp file and renamed, so readers see whole records.
+    fn save_url_record(&self, url: &str, r: &UrlRecord) {
+        if r.validators == crate::fetch::Validators::default() {
+            return;
+        }
+        let path = self.url_record_path(url);
+        let Some(dir) = path.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(r) else {
+            return;
+        };
+        if let Ok(mut t) = tempfile::NamedTempFile::new_in(dir) {
+            if t.write_all(&json).is_ok() {
+                let _ = t.persist(&path);
+            }
+        }
     }
 
     /// Prefix a step's error with FILE:LINE:COLUMN and the instruction.
@@ -1713,13 +1771,43 @@ impl<'a> Builder<'a> {
         // URLs are fetched now (their content is part of the cache key).
         let mut downloads = Vec::new();
         for u in &urls {
-            let mut d = crate::fetch::get(u, &self.tmp_dir)
-                .map_err(|e| fail(format!("line {line}: ADD {u}: {e}")))?;
-            let mut h = Sha256::new();
-            let mut buf = Vec::new();
-            d.file.read_to_end(&mut buf).ctx("reading download")?;
-            h.update(&buf);
-            let digest = format!("sha256:{}", hex::encode(h.finalize()));
+            // A URL fetched before is asked for with If-None-Match / If-Modified-Since; on 304
+            // its recorded digest and date make the key, and the body is fetched only if the
+            // step then has to be built.
+            let record = if self.opts.no_cache {
+                None
+            } else {
+                self.url_record(u)
+            };
+            let validators = record
+                .as_ref()
+                .map(|r| r.validators.clone())
+                .unwrap_or_default();
+            let fetched = self
+                .fetcher
+                .get_if_changed(u, &self.tmp_dir, &validators)
+                .map_err(|e| fail(format!("line {line}: {u}: {e}")))?;
+            let (file, digest, last_modified) = match (fetched, record) {
+                (crate::fetch::Fetched::Body(mut d), _) => {
+                    // Hashed from the temp file (downloads may be large; never held in memory).
+                    let digest = hash_file(&mut d.file).ctx("reading download")?;
+                    self.save_url_record(
+                        u,
+                        &UrlRecord {
+                            validators: d.validators.clone(),
+                            digest: digest.clone(),
+                            last_modified: d.last_modified,
+                        },
+                    );
+                    (Some(d.file), digest, d.last_modified)
+                }
+                (crate::fetch::Fetched::NotModified, Some(r)) => (None, r.digest, r.last_modified),
+                (crate::fetch::Fetched::NotModified, None) => {
+                    return Err(fail(format!(
+                        "line {line}: {u}: 304 Not Modified to an unconditional request"
+                    )))
+                }
+            };
             if let Some(c) = &spec.checksum {
                 let want = self.word(st, c, line)?;
                 if want != digest {
@@ -1728,7 +1816,7 @@ impl<'a> Builder<'a> {
                     )));
                 }
             }
-            downloads.push((u.clone(), buf, digest, d.last_modified));
+            downloads.push((u.clone(), file, digest, last_modified));
         }
         let key = sha(&[
             &st.key,
@@ -1747,9 +1835,10 @@ impl<'a> Builder<'a> {
             &content_hash,
             &src_key,
             &serde_json::to_string(&heredoc_files).unwrap_or_default(),
+            // Content and Last-Modified (it becomes the file's mtime).
             &downloads
                 .iter()
-                .map(|d| d.2.clone())
+                .map(|d| format!("{}@{:?}", d.2, d.3))
                 .collect::<Vec<_>>()
                 .join(","),
             &format!("{:?}", self.opts.source_date_epoch),
@@ -1804,7 +1893,26 @@ impl<'a> Builder<'a> {
                 dst.write_file(&target, &mut &content[..], &file_meta(0o644, None))
                     .ctx(format!("writing {target}"))?;
             }
-            for (u, buf, _, lm) in &downloads {
+            for (u, file, digest, lm) in &downloads {
+                let mut body = match file {
+                    Some(f) => f.try_clone().ctx("reading download")?,
+                    None => {
+                        // Not modified, but this step is being built: fetch the body now.
+                        let mut d = b
+                            .fetcher
+                            .get(u, &b.tmp_dir)
+                            .map_err(|e| fail(format!("line {line}: {u}: {e}")))?;
+                        let got = hash_file(&mut d.file).ctx("reading download")?;
+                        if &got != digest || d.last_modified != *lm {
+                            return Err(fail(format!(
+                                "line {line}: {u}: the file changed during the build (the server said 304 Not Modified, then sent other content or date); build again"
+                            )));
+                        }
+                        d.file
+                    }
+                };
+                std::io::Seek::seek(&mut body, std::io::SeekFrom::Start(0))
+                    .ctx("reading download")?;
                 let target = if into_dir {
                     let n = crate::fetch::url_basename(u).ok_or_else(|| fail(format!("line {line}: ADD {u}: cannot infer a file name from the URL; give a destination file name")))?;
                     format!("{}/{}", dest.trim_end_matches('/'), n)
@@ -1812,18 +1920,14 @@ impl<'a> Builder<'a> {
                     dest.clone()
                 };
                 if unpack_url {
-                    let mut tf = tempfile::tempfile_in(&b.tmp_dir).ctx("staging download")?;
-                    tf.write_all(buf).ctx("staging download")?;
-                    std::io::Seek::seek(&mut tf, std::io::SeekFrom::Start(0))
-                        .ctx("staging download")?;
-                    let kind = archive::sniff(&mut tf).ctx("reading download")?;
+                    let kind = archive::sniff(&mut body).ctx("reading download")?;
                     if kind != archive::Kind::NotArchive {
-                        archive::extract(tf, kind, &dst, &dest, copts.chown)
+                        archive::extract(body, kind, &dst, &dest, copts.chown)
                             .map_err(|e| fail(format!("line {line}: ADD {u}: extracting: {e}")))?;
                         continue;
                     }
                 }
-                dst.write_file(&target, &mut &buf[..], &file_meta(0o600, *lm))
+                dst.write_file(&target, &mut body, &file_meta(0o600, *lm))
                     .ctx(format!("writing {target}"))?;
             }
             if !rels.is_empty() {

@@ -57,6 +57,15 @@ struct Cli {
     /// Default network for RUN: host (default) or none.
     #[arg(long, default_value = "host")]
     network: String,
+    /// Extra trusted CAs for ADD https://: every *.crt (PEM) file in this directory
+    /// (as buildah's --cert-dir). SSL_CERT_FILE / SSL_CERT_DIR replace the system trust store.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Verify the certificates of ADD https:// servers (default true); `--tls-verify=false`
+    /// turns verification off (as buildah's flag; insecure).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    tls_verify: bool,
     /// Image store directory.
     #[arg(long, env = "SKIFF_STORE", default_value = skiff_image::store::DEFAULT_STORE)]
     store: PathBuf,
@@ -193,6 +202,10 @@ fn run(cli: Cli) -> Result<()> {
         network,
         source_date_epoch,
         store: cli.store.clone(),
+        tls: skiff_build::fetch::TlsOptions {
+            cert_dir: cli.cert_dir.clone(),
+            verify: cli.tls_verify,
+        },
     };
     let mut logfile = match &cli.log {
         Some(p) => Some(
@@ -219,6 +232,14 @@ fn run(cli: Cli) -> Result<()> {
             };
         }
     };
+    if !cli.tls_verify {
+        log("warning: --tls-verify=false: certificates of ADD https:// servers are NOT verified");
+    }
+    if let Some(d) = &cli.cert_dir {
+        if !d.is_dir() {
+            bail!("--cert-dir {}: not a directory", d.display());
+        }
+    }
     skiff_build::interrupt::install();
     let builder = Builder::new(opts, &mut log)?;
     let result = builder.build()?;
