@@ -11,13 +11,7 @@
 
 mod containerd_fixture;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    future::Future,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fs, future::Future, path::Path, time::Duration};
 
 use conformance::{bins, unique_name};
 use containerd_fixture::{
@@ -527,7 +521,7 @@ fn shim_alive(pod: &str) -> bool {
 }
 
 /// Imports an image archive into the CRI namespace.
-fn import(cd: &Containerd, archive: &PathBuf) -> Result<(), String> {
+fn import(cd: &Containerd, archive: &Path) -> Result<(), String> {
     let out = cd.ctr(&["images", "import", &archive.to_string_lossy()]);
     if out.code != 0 {
         return Err(format!("import {}: {out:?}", archive.display()));
