@@ -100,17 +100,13 @@ impl Cri {
 
 /// The CRI plugin section of the private containerd's config: handlers `skiff` and `runc`, the
 /// locally made pause image, CNI dirs inside the work dir (never /etc/cni or /var/lib/cni), runc's
-/// state under the work dir, streaming on loopback only.
-fn cri_config(dir: &Path) -> String {
+/// state under the work dir, streaming on loopback only, network namespaces under the state dir;
+/// `conflist` is the only CNI network.
+fn cri_config(dir: &Path, conflist: &str) -> String {
     let d = dir.display();
     let cni_conf = dir.join("cni/net.d");
     let _ = fs::create_dir_all(&cni_conf);
-    // Loopback only: never used by these NODE-network pods, present so the CRI reports its
-    // network as configured without a bridge or IPAM state anywhere on the host.
-    let _ = fs::write(
-        cni_conf.join("10-skiff-lo.conflist"),
-        r#"{"cniVersion": "0.4.0", "name": "skiff-test-lo", "plugins": [{"type": "loopback"}]}"#,
-    );
+    let _ = fs::write(cni_conf.join("10-skiff-test.conflist"), conflist);
     format!(
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -180,9 +176,9 @@ impl Drop for PodGuard<'_> {
     }
 }
 
-/// The cgroup parent of a handler's pod (unique per test process).
-fn cgroup_parent(handler: &str) -> String {
-    format!("/skcri-{}-{}", handler, std::process::id())
+/// The cgroup parent of a handler's pod in one test (unique per test process).
+fn cgroup_parent(tag: &str, handler: &str) -> String {
+    format!("/sk{}-{}-{}", tag, handler, std::process::id())
 }
 
 /// Removes the pods' cgroup parents at the very end (after containerd and its shims are gone),
@@ -238,8 +234,23 @@ fn verbose_info(info: &std::collections::HashMap<String, String>) -> (i64, Strin
     )
 }
 
+/// How the scenario's pods are networked.
+#[derive(Clone, Copy)]
+enum PodNet<'a> {
+    /// The node's network namespace: no CNI call.
+    Node,
+    /// Their own namespace set up by CNI; pod IPs must start with this prefix.
+    Pod(&'a str),
+}
+
 /// The whole pod lifecycle with one runtime handler; returns what was observed.
-fn pod_lifecycle(cd: &Containerd, cri: &Cri, handler: &str) -> Result<Facts, String> {
+fn pod_lifecycle(
+    cd: &Containerd,
+    cri: &Cri,
+    tag: &str,
+    handler: &str,
+    net: PodNet,
+) -> Result<Facts, String> {
     let mut f: Facts = Vec::new();
     let mut fact = |k: &str, v: String| f.push((k.to_string(), v));
     let mut rs = cri.runtime();
@@ -248,12 +259,16 @@ fn pod_lifecycle(cd: &Containerd, cri: &Cri, handler: &str) -> Result<Facts, Str
         cri,
         pods: Vec::new(),
         containers: Vec::new(),
-        cgroup_parent: cgroup_parent(handler),
+        cgroup_parent: cgroup_parent(tag, handler),
     };
     let logs = cd.dir.join("pod-logs").join(&name);
     fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let net_mode = match net {
+        PodNet::Node => NamespaceMode::Node,
+        PodNet::Pod(_) => NamespaceMode::Pod,
+    };
     let node_ns = |pid: i32| NamespaceOption {
-        network: NamespaceMode::Node as i32,
+        network: net_mode as i32,
         pid,
         ipc: NamespaceMode::Pod as i32,
         ..Default::default()
@@ -303,6 +318,18 @@ fn pod_lifecycle(cd: &Containerd, cri: &Cri, handler: &str) -> Result<Facts, Str
     let (pause_pid, pause_rt) = verbose_info(&st.info);
     fact("pod runtimeType", pause_rt);
     fact("pause runs under", shim_name(pause_pid));
+    let pod_ip = st
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    if let PodNet::Pod(prefix) = net {
+        fact(
+            "pod ip in the CNI subnet",
+            pod_ip.starts_with(prefix).to_string(),
+        );
+    }
 
     let ctr_config = ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -405,6 +432,25 @@ fn pod_lifecycle(cd: &Containerd, cri: &Cri, handler: &str) -> Result<Facts, Str
     fact("exec fail exit", r.exit_code.to_string());
     let r = exec(&mut rs, &["cat", "/etc/built-by"])?;
     fact("exec image file", String::from_utf8_lossy(&r.stdout).into());
+    // The app container is in the pause container's network namespace (CRI passes its path).
+    let r = exec(&mut rs, &["readlink", "/proc/self/ns/net"])?;
+    let pause_net = fs::read_link(format!("/proc/{pause_pid}/ns/net"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fact(
+        "app netns is the pause's",
+        (!pause_net.is_empty() && String::from_utf8_lossy(&r.stdout).trim() == pause_net)
+            .to_string(),
+    );
+    if let PodNet::Pod(_) = net {
+        let r = exec(&mut rs, &["ip", "-4", "addr", "show", "eth0"])?;
+        fact(
+            "eth0 has the pod ip",
+            (!pod_ip.is_empty()
+                && String::from_utf8_lossy(&r.stdout).contains(&format!("inet {pod_ip}/")))
+            .to_string(),
+        );
+    }
     let r = exec(&mut rs, &["/no/such/binary"]);
     fact(
         "exec missing binary fails",
@@ -529,11 +575,77 @@ fn import(cd: &Containerd, archive: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Deletes a network link on drop (the CNI bridge; its veths go with the pods).
+struct LinkCleanup(String);
+
+impl Drop for LinkCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Pods on the node's network: the CNI dir holds only a loopback network, never called.
 #[test]
 fn containerd_cri_runtime_class_skiff() {
     if !available() {
         return;
     }
+    cri_scenario(
+        "cri",
+        &|_: &Path| {
+            r#"{"cniVersion": "0.4.0", "name": "skiff-test-lo", "plugins": [{"type": "loopback"}]}"#
+                .to_string()
+        },
+        PodNet::Node,
+    );
+}
+
+/// Pods with their own network namespace from CNI: a bridge of this test's own (distinct name,
+/// no gateway address, no masquerading, so nothing of the host's routing changes) and host-local
+/// IPAM keeping its state in the work dir; the bridge is deleted at the end.
+#[test]
+fn containerd_cri_pod_network_bridge() {
+    if !available() {
+        return;
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new("/usr/lib/cni").join(plugin).exists() {
+            eprintln!("SKIP: CNI plugin /usr/lib/cni/{plugin} is not installed");
+            return;
+        }
+    }
+    let pid = std::process::id();
+    let bridge = format!("skcri{}", pid % 1_000_000);
+    let third = 20 + pid % 200;
+    let prefix = format!("10.213.{third}.");
+    let _link = LinkCleanup(bridge.clone());
+    cri_scenario(
+        "crinet",
+        &|dir: &Path| {
+            serde_json::json!({
+                "cniVersion": "0.4.0",
+                "name": format!("skiff-test-{pid}"),
+                "plugins": [{
+                    "type": "bridge", "bridge": bridge, "isGateway": false, "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": format!("10.213.{third}.0/24")}]],
+                        "dataDir": dir.join("cni-ipam").to_string_lossy(),
+                    }
+                }]
+            })
+            .to_string()
+        },
+        PodNet::Pod(&prefix),
+    );
+}
+
+/// Starts a private containerd with the CRI plugin and the CNI network `conflist` makes for its
+/// work dir, runs the pod lifecycle with the handlers `runc` and `skiff`, and compares them.
+fn cri_scenario(tag: &str, conflist: &dyn Fn(&Path) -> String, net: PodNet) {
     let (shim, skiff) = match (bins::shim(), bins::skiff()) {
         (Ok(a), Ok(b)) => (a, b),
         (a, b) => panic!("missing binaries: {:?} {:?}", a.err(), b.err()),
@@ -544,12 +656,16 @@ fn containerd_cri_runtime_class_skiff() {
     }
     let skiff_s = skiff.to_string_lossy().into_owned();
     // Declared before `cd`, so it runs after containerd's own cleanup.
-    let _cgroups = CgroupCleanup(vec![cgroup_parent("runc"), cgroup_parent("skiff")]);
+    let _cgroups = CgroupCleanup(vec![
+        cgroup_parent(tag, "runc"),
+        cgroup_parent(tag, "skiff"),
+    ]);
+    let config = |dir: &Path| cri_config(dir, &conflist(dir));
     let cd = match Containerd::start_with(
-        "cri",
+        tag,
         &shim,
         &[("SKIFF_SHIM_RUNTIME", &skiff_s)],
-        Some(&cri_config),
+        Some(&config),
     ) {
         Ok(cd) => cd,
         Err(e) => panic!("{e}"),
@@ -629,9 +745,9 @@ fn containerd_cri_runtime_class_skiff() {
         assert!(found, "CRI does not see the imported image {image}");
     }
 
-    let runc = pod_lifecycle(&cd, &cri, "runc")
+    let runc = pod_lifecycle(&cd, &cri, tag, "runc", net)
         .unwrap_or_else(|e| panic!("runc handler: {e}\ncontainerd log:\n{}", cd.log_tail()));
-    let skiff = pod_lifecycle(&cd, &cri, "skiff")
+    let skiff = pod_lifecycle(&cd, &cri, tag, "skiff", net)
         .unwrap_or_else(|e| panic!("skiff handler: {e}\ncontainerd log:\n{}", cd.log_tail()));
     eprintln!("{:<30} | {:<30} | runc", "fact", "skiff");
     // Facts that name the runtime differ by design; everything else must match.

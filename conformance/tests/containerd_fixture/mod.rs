@@ -269,8 +269,9 @@ impl Containerd {
     }
 
     /// Like [`Containerd::start`]; with `cri` the CRI plugin is enabled, configured by the TOML
-    /// `cri` returns for the work dir (its `[plugins."io.containerd.grpc.v1.cri"]` tables), and
-    /// the image goes into the CRI's `k8s.io` namespace.
+    /// `cri` returns for the work dir (its `[plugins."io.containerd.grpc.v1.cri"]` tables),
+    /// containerd runs in a private mount namespace (a tmpfs over /var/lib/cni), and the image
+    /// goes into the CRI's `k8s.io` namespace.
     pub fn start_with(
         tag: &str,
         shim: &Path,
@@ -297,7 +298,27 @@ impl Containerd {
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             dir.join("bin").display()
         );
-        let mut cmd = Command::new("/usr/bin/containerd");
+        let mut cmd = if cri.is_some() {
+            // The CRI's CNI library keeps its result cache in /var/lib/cni (not configurable in
+            // containerd 1.6): run this containerd (and so its shims) in a private mount
+            // namespace with a tmpfs there, so the host's /var/lib/cni is never written. The
+            // namespace, and every mount made in it, goes away with its last process.
+            let mut c = Command::new("unshare");
+            c.args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "if [ -d /var/lib/cni ]; then t=/var/lib/cni; else t=/var/lib; fi; \
+                 mount -t tmpfs -o mode=0755,size=16m skiff-test-cni \"$t\" && \
+                 exec /usr/bin/containerd \"$@\"",
+                "sh",
+            ]);
+            c
+        } else {
+            Command::new("/usr/bin/containerd")
+        };
         cmd.arg("--config")
             .arg(dir.join("config.toml"))
             .env("PATH", path)
