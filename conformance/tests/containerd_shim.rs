@@ -26,6 +26,22 @@ fn run_args<'a>(s: &'a Setup, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Container side of the resize check: waits (bounded) for the first non-zero terminal size,
+/// prints it, waits (bounded) for it to change, prints the new one. (`stty` can fail in the
+/// first moments of a container's terminal, with runc too: such a reading counts as no size.)
+const TTY_SIZES: &str = r#"i=0; s=''; while { [ -z "$s" ] || [ "$s" = '0 0' ]; } && [ $i -lt 300 ]; do sleep 0.1; s=$(stty size 2>/dev/null); i=$((i+1)); done; echo "first=$s"; i=0; t=$s; while [ "$t" = "$s" ] && [ $i -lt 300 ]; do sleep 0.1; t=$(stty size 2>/dev/null); [ -z "$t" ] && t=$s; i=$((i+1)); done; echo "second=$t""#;
+
+/// The two sizes TTY_SIZES printed.
+fn tty_sizes(out: &str) -> (String, String) {
+    let find = |key: &str| {
+        out.lines()
+            // The terminal may echo a control character before the first line.
+            .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    (find("first="), find("second="))
+}
+
 /// Runs all scenarios with one setup and returns what was observed.
 fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
     let mut f: Facts = Vec::new();
@@ -143,6 +159,39 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
         out.stdout.contains("/dev/pts/").to_string(),
     );
 
+    // 5b. ResizePty: the container sees the terminal's size, then the new size after the
+    // user's terminal is resized, for the init process and for an exec.
+    let id = unique_name("rs");
+    let ready = format!("$CTR task ls 2>/dev/null | grep -q '^{id} .*RUNNING'");
+    let out = cd.ctr_tty_resized(
+        &run_args(s, &["--rm", "-t", IMAGE, &id, "sh", "-c", TTY_SIZES]),
+        &ready,
+    );
+    let (first, second) = tty_sizes(&out.stdout);
+    fact("tty size at start", first);
+    fact("tty size after resize", second);
+    let id = unique_name("rx");
+    let _ = cd.ctr(&run_args(s, &["-d", IMAGE, &id, "sleep", "1000"]));
+    let ready = format!("[ $($CTR task ps {id} 2>/dev/null | wc -l) -ge 3 ]");
+    let out = cd.ctr_tty_resized(
+        &[
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            "rx",
+            &id,
+            "sh",
+            "-c",
+            TTY_SIZES,
+        ],
+        &ready,
+    );
+    let (first, second) = tty_sizes(&out.stdout);
+    fact("exec tty size at start", first);
+    fact("exec tty size after resize", second);
+    cd.remove(&id);
+
     // 6. a memory limit.
     let id = unique_name("m");
     let _ = cd.ctr(&run_args(
@@ -220,6 +269,10 @@ fn check_reference(cd: &Containerd) {
     assert_eq!(get("run --rm exit"), "3");
     assert_eq!(get("exec exit"), "5");
     assert_eq!(get("tty exit"), "7");
+    assert_eq!(get("tty size at start"), "33 77");
+    assert_eq!(get("tty size after resize"), "40 100");
+    assert_eq!(get("exec tty size at start"), "33 77");
+    assert_eq!(get("exec tty size after resize"), "40 100");
     assert_eq!(get("memory limit"), "33554432");
 }
 

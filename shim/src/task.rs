@@ -476,7 +476,19 @@ impl TaskService {
             .and_then(|io| read_pid(&pid_file).map(|pid| (io, pid)));
         let _ = fs::remove_file(&spec_file);
         let _ = fs::remove_file(&pid_file);
-        let (pio, pid) = result?;
+        let (pio, pid) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Never started: it is finished for Wait/Kill/Delete (containerd's cleanup of a
+                // failed exec kills and waits for it; a blocked Wait would hang that cleanup).
+                p.status = api::Status::STOPPED;
+                p.exit_status = 255;
+                p.exited_at = timestamp().ok();
+                drop(map);
+                self.inner.changed.notify_all();
+                return Err(e);
+            }
+        };
         p.pid = pid;
         p.io = Some(pio);
         p.status = api::Status::RUNNING;
@@ -594,10 +606,23 @@ impl TaskService {
             }
             args.push(&req.id);
             args.push(&sig);
-            return c
-                .runtime
-                .run(&args, None, CommandIo::null(), false)
-                .map(|_| ());
+            // The runtime refusing because the container already stopped is NotFound for
+            // containerd (whose kill-then-delete cleanup tolerates exactly that), as with runc's
+            // shim.
+            return match c.runtime.run(&args, None, CommandIo::null(), false) {
+                Ok(_) => Ok(()),
+                Err(Error::Runtime(msg))
+                    if c.init.stopped()
+                        || msg.contains("not running")
+                        || msg.contains("no such process") =>
+                {
+                    Err(Error::NotFound(format!(
+                        "container {}: process already finished ({msg})",
+                        req.id
+                    )))
+                }
+                Err(e) => Err(e),
+            };
         }
         let p = c.process(&req.exec_id)?;
         if p.stopped() || p.pid == 0 {

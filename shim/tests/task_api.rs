@@ -289,6 +289,71 @@ fn task_api_over_ttrpc_with_runc() {
         other => panic!("unexpected error {other:?}"),
     }
 
+    // An exec whose start fails is finished: Wait answers at once (containerd's cleanup of a
+    // failed exec kills it and waits), Kill says NotFound, Delete removes it.
+    let process = serde_json::json!({
+        "args": ["/no/such/binary"], "cwd": "/", "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0}
+    })
+    .to_string();
+    task.exec(
+        ctx(),
+        &api::ExecProcessRequest {
+            id: id.clone(),
+            exec_id: "bad".into(),
+            spec: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: process.into_bytes(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        },
+    )
+    .expect("exec");
+    let exec_req = |what| api::StartRequest {
+        id: id.clone(),
+        exec_id: what,
+        ..Default::default()
+    };
+    assert!(
+        task.start(ctx(), &exec_req("bad".into())).is_err(),
+        "starting a missing binary must fail"
+    );
+    let waited = task
+        .wait(
+            ctx(),
+            &api::WaitRequest {
+                id: id.clone(),
+                exec_id: "bad".into(),
+                ..Default::default()
+            },
+        )
+        .expect("wait for the failed exec");
+    assert_ne!(waited.exit_status, 0);
+    let killed = task.kill(
+        ctx(),
+        &api::KillRequest {
+            id: id.clone(),
+            exec_id: "bad".into(),
+            signal: 9,
+            ..Default::default()
+        },
+    );
+    match killed {
+        Err(ttrpc::Error::RpcStatus(s)) => assert_eq!(s.code(), Code::NOT_FOUND),
+        other => panic!("kill of a failed exec: {other:?}"),
+    }
+    task.delete(
+        ctx(),
+        &api::DeleteRequest {
+            id: id.clone(),
+            exec_id: "bad".into(),
+            ..Default::default()
+        },
+    )
+    .expect("delete the failed exec");
+
     // Input reaches the process and its output comes back; CloseIO gives it EOF, it exits 9.
     use std::io::{Read, Write};
     (&stdin_w).write_all(b"ping\n").expect("write stdin");
@@ -315,6 +380,21 @@ fn task_api_over_ttrpc_with_runc() {
         )
         .expect("wait");
     assert_eq!(waited.exit_status, 9);
+    // Killing all processes of the stopped container is NotFound (containerd's kill-then-delete
+    // after an exit tolerates exactly that), not an unknown runtime error.
+    match task.kill(
+        ctx(),
+        &api::KillRequest {
+            id: id.clone(),
+            signal: 9,
+            all: true,
+            ..Default::default()
+        },
+    ) {
+        Err(ttrpc::Error::RpcStatus(s)) => assert_eq!(s.code(), Code::NOT_FOUND, "{s:?}"),
+        Ok(_) => {} // a runtime that signals an empty cgroup without complaint is fine too
+        Err(e) => panic!("kill --all of a stopped container: {e:?}"),
+    }
     let deleted = task
         .delete(
             ctx(),

@@ -23,6 +23,9 @@ pub const SKIFF_SHIM: &str = "io.containerd.skiff.v2";
 /// Runtime name of containerd's own runc v2 shim.
 pub const RUNC_SHIM: &str = "io.containerd.runc.v2";
 
+/// The containerd namespace the CRI plugin keeps everything in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
 /// Result of one ctr invocation.
 #[derive(Debug, Clone)]
 pub struct Out {
@@ -122,6 +125,11 @@ pub fn skiff_built_archive(work: &Path, out: &Path) -> Result<(), String> {
 
 /// Builds a one-layer busybox OCI layout tar (what `ctr images import` takes).
 pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
+    busybox_oci_archive_named(out, IMAGE, &["/bin/sh"])
+}
+
+/// A one-layer busybox OCI layout tar named `name` whose image config runs `cmd`.
+pub fn busybox_oci_archive_named(out: &Path, name: &str, cmd: &[&str]) -> std::io::Result<()> {
     let mut layer = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, name: &str, mode: u32| -> std::io::Result<()> {
         let mut h = tar::Header::new_ustar();
@@ -177,7 +185,7 @@ pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
     let layer_d = sha_hex(&layer);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]}
     })
     .to_string()
@@ -196,7 +204,7 @@ pub fn busybox_oci_archive(out: &Path) -> std::io::Result<()> {
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "digest": format!("sha256:{}", sha_hex(&manifest)), "size": manifest.len(),
-                       "annotations": {"io.containerd.image.name": IMAGE,
+                       "annotations": {"io.containerd.image.name": name,
                                        "org.opencontainers.image.ref.name": "latest"}}]
     })
     .to_string()
@@ -257,23 +265,60 @@ impl Containerd {
     /// Starts containerd with the shim on its PATH and `env` in its environment, imports the
     /// busybox image into a fresh namespace. None (with SKIP printed) if it cannot start.
     pub fn start(tag: &str, shim: &Path, env: &[(&str, &str)]) -> Result<Containerd, String> {
+        Self::start_with(tag, shim, env, None)
+    }
+
+    /// Like [`Containerd::start`]; with `cri` the CRI plugin is enabled, configured by the TOML
+    /// `cri` returns for the work dir (its `[plugins."io.containerd.grpc.v1.cri"]` tables),
+    /// containerd runs in a private mount namespace (a tmpfs over /var/lib/cni), and the image
+    /// goes into the CRI's `k8s.io` namespace.
+    pub fn start_with(
+        tag: &str,
+        shim: &Path,
+        env: &[(&str, &str)],
+        cri: Option<&dyn Fn(&Path) -> String>,
+    ) -> Result<Containerd, String> {
         let dir = PathBuf::from(format!("/tmp/skcd-{}-{}", tag, std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("bin")).map_err(|e| e.to_string())?;
         symlink(shim, dir.join("bin/containerd-shim-skiff-v2")).map_err(|e| e.to_string())?;
-        let config = format!(
+        let mut config = format!(
             "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n",
+             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n",
             d = dir.display()
         );
+        match cri {
+            Some(cri) => config.push_str(&cri(&dir)),
+            None => config.insert_str(0, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"),
+        }
         fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
         let log = fs::File::create(dir.join("containerd.log")).map_err(|e| e.to_string())?;
         let path = format!(
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             dir.join("bin").display()
         );
-        let mut cmd = Command::new("/usr/bin/containerd");
+        let mut cmd = if cri.is_some() {
+            // The CRI's CNI library keeps its result cache in /var/lib/cni (not configurable in
+            // containerd 1.6): run this containerd (and so its shims) in a private mount
+            // namespace with a tmpfs there, so the host's /var/lib/cni is never written. The
+            // namespace, and every mount made in it, goes away with its last process.
+            let mut c = Command::new("unshare");
+            c.args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "if [ -d /var/lib/cni ]; then t=/var/lib/cni; else t=/var/lib; fi; \
+                 mount -t tmpfs -o mode=0755,size=16m skiff-test-cni \"$t\" && \
+                 exec /usr/bin/containerd \"$@\"",
+                "sh",
+            ]);
+            c
+        } else {
+            Command::new("/usr/bin/containerd")
+        };
         cmd.arg("--config")
             .arg(dir.join("config.toml"))
             .env("PATH", path)
@@ -285,9 +330,13 @@ impl Containerd {
             cmd.env(k, v);
         }
         let child = cmd.spawn().map_err(|e| format!("spawn containerd: {e}"))?;
+        let ns = match cri {
+            Some(_) => CRI_NAMESPACE.to_string(),
+            None => format!("sk{}{}", tag.replace(['-', '_'], ""), std::process::id()),
+        };
         let me = Containerd {
             dir,
-            ns: format!("sk{}{}", tag.replace(['-', '_'], ""), std::process::id()),
+            ns,
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -375,6 +424,25 @@ impl Containerd {
         let mut c = Command::new("script");
         c.arg("-qec").arg(line).arg("/dev/null");
         run_limited(c, 60)
+    }
+
+    /// Runs `ctr ARGS` in a pseudo-terminal sized 33x77 rows x cols, and resizes that terminal to
+    /// 40x100 (a user resizing their window: ctr forwards SIGWINCH as ResizePty) one second after
+    /// the shell condition `ready` holds (bounded to 30 s; `$CTR` in it is this containerd's ctr).
+    pub fn ctr_tty_resized(&self, args: &[&str], ready: &str) -> Out {
+        let ctr = format!("/usr/bin/ctr -a {} -n {}", self.sock().display(), self.ns);
+        let mut line = format!(
+            "stty rows 33 cols 77; CTR='{ctr}'; \
+             (i=0; until {ready} || [ $i -ge 300 ]; do sleep 0.1; i=$((i+1)); done; \
+              sleep 1; stty rows 40 cols 100 </dev/tty) & {ctr}"
+        );
+        for a in args {
+            line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        }
+        line.push_str("; rc=$?; wait; exit $rc");
+        let mut c = Command::new("script");
+        c.arg("-qec").arg(line).arg("/dev/null");
+        run_limited(c, 90)
     }
 
     /// Last lines of containerd's log (for failure messages).
@@ -487,13 +555,16 @@ impl Drop for Containerd {
             let _ = fs::remove_dir(Path::new("/run/containerd").join(rt).join(&self.ns));
         }
         // containerd puts each container's cgroup under /<namespace>/; the runtimes remove the
-        // container's own cgroup, the namespace's parent directory is ours to remove.
-        remove_namespace_cgroups(&self.ns);
+        // container's own cgroup, the namespace's parent directory is ours to remove. (CRI pods
+        // use the cgroup parent their test chose; it removes that.)
+        if self.ns != CRI_NAMESPACE {
+            remove_namespace_cgroups(&self.ns);
+        }
     }
 }
 
 /// Remove the (by now empty) `/<ns>` cgroup directory of every hierarchy.
-fn remove_namespace_cgroups(ns: &str) {
+pub fn remove_namespace_cgroups(ns: &str) {
     let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
