@@ -12,8 +12,6 @@ const DEST: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
-/// systemd's private socket: a peer-to-peer connection that needs no bus daemon (root only).
-const PRIVATE_SOCKET: &str = "/run/systemd/private";
 /// How long a start or stop job may take before we give up (runc waits 30 s too).
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,35 +36,21 @@ fn error_name(e: &zbus::Error) -> Option<&str> {
 }
 
 impl Systemd {
-    /// Connect: `DBUS_SYSTEM_BUS_ADDRESS` when set, else systemd's private socket when we are root
-    /// and it exists, else the system bus at its default address.
+    /// Connect to systemd through the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
+    /// unix:path=/run/dbus/system_bus_socket), as runc does.
+    ///
+    /// systemd's private socket (/run/systemd/private) is not used: systemd sends its replies
+    /// there with a well-known name as the sender, which zbus rejects as an invalid unique name.
     pub fn connect() -> Result<Self, CgroupError> {
-        let (builder, how) = match std::env::var("DBUS_SYSTEM_BUS_ADDRESS") {
-            Ok(addr) if !addr.is_empty() => (
-                Builder::address(addr.as_str())
-                    .map_err(|e| bus_error(&format!("DBUS_SYSTEM_BUS_ADDRESS={addr}"), e))?,
-                format!("the system bus at {addr}"),
-            ),
-            _ if nix::unistd::geteuid().is_root()
-                && std::path::Path::new(PRIVATE_SOCKET).exists() =>
-            {
-                let addr = format!("unix:path={PRIVATE_SOCKET}");
-                (
-                    Builder::address(addr.as_str())
-                        .map_err(|e| bus_error(PRIVATE_SOCKET, e))?
-                        .p2p(),
-                    PRIVATE_SOCKET.to_string(),
+        let conn = Builder::system()
+            .and_then(|b| b.method_timeout(JOB_TIMEOUT).build())
+            .map_err(|e| {
+                bus_error(
+                    "connecting to systemd through the D-Bus system bus (is dbus running? \
+                     DBUS_SYSTEM_BUS_ADDRESS or /run/dbus/system_bus_socket)",
+                    e,
                 )
-            }
-            _ => (
-                Builder::system().map_err(|e| bus_error("the system bus", e))?,
-                "the system bus".to_string(),
-            ),
-        };
-        let conn = builder
-            .method_timeout(JOB_TIMEOUT)
-            .build()
-            .map_err(|e| bus_error(&format!("connecting to systemd through {how}"), e))?;
+            })?;
         Ok(Self { conn })
     }
 
