@@ -183,7 +183,8 @@ fn systemd_cgroup_driver_in_qemu() {
             moddir.display()
         )
     };
-    if !Path::new("/lib/systemd/systemd").exists() || conformance::bins::system("systemctl").is_none()
+    if !Path::new("/lib/systemd/systemd").exists()
+        || conformance::bins::system("systemctl").is_none()
     {
         skip!("systemd is not installed on this host (the guest boots the host's own systemd)");
     }
@@ -287,20 +288,8 @@ fn systemd_cgroup_driver_in_qemu() {
         &sleep,
         json!({"cpu": {"cpus": "99"}}),
     );
-    bundle(
-        &bundles,
-        "sd4",
-        "a--b.slice:skiff:sd4",
-        &sleep,
-        json!({}),
-    );
-    bundle(
-        &bundles,
-        "sd5",
-        "system.slice:skiff:sd5",
-        &sleep,
-        json!({}),
-    );
+    bundle(&bundles, "sd4", "a--b.slice:skiff:sd4", &sleep, json!({}));
+    bundle(&bundles, "sd5", "system.slice:skiff:sd5", &sleep, json!({}));
 
     let initrd = tmp.path().join("initrd.cpio");
     run(Command::new("sh").arg("-c").arg(format!(

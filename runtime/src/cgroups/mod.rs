@@ -238,7 +238,10 @@ impl CgroupManager {
             }
             if let Some(unit) = &self.systemd {
                 if let Err(e) = systemd::stop(unit) {
-                    tracing::warn!("stopping systemd unit {} after a failed create: {e}", unit.name);
+                    tracing::warn!(
+                        "stopping systemd unit {} after a failed create: {e}",
+                        unit.name
+                    );
                 }
             }
             fs::remove_dirs(&created);

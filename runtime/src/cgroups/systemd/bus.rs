@@ -64,13 +64,9 @@ impl Systemd {
 
     /// A property of object `path` (interface `iface`).
     fn property(&self, path: &str, iface: &str, name: &str) -> zbus::Result<OwnedValue> {
-        let reply = self.conn.call_method(
-            Some(DEST),
-            path,
-            Some(PROPERTIES),
-            "Get",
-            &(iface, name),
-        )?;
+        let reply =
+            self.conn
+                .call_method(Some(DEST), path, Some(PROPERTIES), "Get", &(iface, name))?;
         reply.body().deserialize::<OwnedValue>()
     }
 

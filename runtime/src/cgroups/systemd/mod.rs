@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(d.cgroup_path(), "/system.slice/skiff-id1.scope");
         assert_eq!(d.unit_name(), "skiff-id1.scope");
         let p = SystemdPath::parse(Some("machine-test.slice:skiff:c1"), "x").expect("nested");
-        assert_eq!(p.cgroup_path(), "/machine.slice/machine-test.slice/skiff-c1.scope");
+        assert_eq!(
+            p.cgroup_path(),
+            "/machine.slice/machine-test.slice/skiff-c1.scope"
+        );
         let p = SystemdPath::parse(Some("-.slice::c1"), "x").expect("root slice");
         assert_eq!(p.cgroup_path(), "/c1.scope");
         let p = SystemdPath::parse(Some(":skiff:"), "id2").expect("defaults");

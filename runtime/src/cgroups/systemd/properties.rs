@@ -55,7 +55,10 @@ pub fn for_resources(
             version,
         );
         if version >= 244 {
-            for (name, list) in [("AllowedCPUs", cpu.cpus()), ("AllowedMemoryNodes", cpu.mems())] {
+            for (name, list) in [
+                ("AllowedCPUs", cpu.cpus()),
+                ("AllowedMemoryNodes", cpu.mems()),
+            ] {
                 if let Some(list) = list.as_deref().filter(|l| !l.trim().is_empty()) {
                     props.push((name, Value::from(cpu_mask(list)?)));
                 }
@@ -148,7 +151,9 @@ fn unified_property(
             };
             cpu_quota(props, quota, period, version);
         }
-        "cpuset.cpus" if version >= 244 => props.push(("AllowedCPUs", Value::from(cpu_mask(value)?))),
+        "cpuset.cpus" if version >= 244 => {
+            props.push(("AllowedCPUs", Value::from(cpu_mask(value)?)))
+        }
         "cpuset.mems" if version >= 244 => {
             props.push(("AllowedMemoryNodes", Value::from(cpu_mask(value)?)))
         }
