@@ -260,6 +260,9 @@ fn systemd_cgroup_driver_in_qemu() {
         std::fs::copy(&skiff, guest.join("skiff")).expect("copy skiff");
     }
 
+    // SKIFF_SYSTEMD_GUEST_CGROUP=hybrid boots systemd with its hybrid layout (v1 controllers, as on
+    // the development host) instead of pure cgroup v2.
+    let hybrid = std::env::var("SKIFF_SYSTEMD_GUEST_CGROUP").as_deref() == Ok("hybrid");
     let bundles = guest.join("bundles");
     let sleep = ["sleep", "1000"];
     bundle(
@@ -267,12 +270,20 @@ fn systemd_cgroup_driver_in_qemu() {
         "sd1",
         "system.slice:skiff:sd1",
         &sleep,
-        json!({
-            "cpu": {"shares": 512, "quota": 20000, "period": 100000},
-            "memory": {"limit": 67108864},
-            "pids": {"limit": 50},
-            "unified": {"memory.high": "50331648", "memory.oom.group": "1"}
-        }),
+        if hybrid {
+            json!({
+                "cpu": {"shares": 512, "quota": 20000, "period": 100000},
+                "memory": {"limit": 67108864, "swappiness": 10},
+                "pids": {"limit": 50}
+            })
+        } else {
+            json!({
+                "cpu": {"shares": 512, "quota": 20000, "period": 100000},
+                "memory": {"limit": 67108864},
+                "pids": {"limit": 50},
+                "unified": {"memory.high": "50331648", "memory.oom.group": "1"}
+            })
+        },
     );
     bundle(
         &bundles,
@@ -320,11 +331,16 @@ fn systemd_cgroup_driver_in_qemu() {
         .arg(&kernel)
         .arg("-initrd")
         .arg(&initrd)
-        .args([
-            "-append",
+        .arg("-append")
+        .arg(format!(
             "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0 \
-             fstab=no systemd.unit=skiff-test.target",
-        ])
+             fstab=no systemd.unit=skiff-test.target{}",
+            if hybrid {
+                " systemd.unified_cgroup_hierarchy=0"
+            } else {
+                ""
+            }
+        ))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console).expect("console log"))
         .stderr(Stdio::inherit())
