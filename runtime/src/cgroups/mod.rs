@@ -228,7 +228,13 @@ impl CgroupManager {
         if let Some(unit) = &self.systemd {
             // systemd creates the scope's cgroup(s) with `pid` in them; a failed start leaves
             // no unit behind (bus::start_transient_unit resets it).
-            systemd::start(unit, pid, self.version == Version::V2, resources)?;
+            systemd::start(
+                unit,
+                &self.path,
+                pid,
+                self.version == Version::V2,
+                resources,
+            )?;
         }
         let mut created = Vec::new();
         let result = self.apply_inner(pid, resources, &mut created);

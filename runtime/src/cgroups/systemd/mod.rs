@@ -186,8 +186,13 @@ fn base_properties(unit: &Unit, pid: i32, unified: bool) -> Vec<Property> {
 
 /// Ask systemd for the scope unit with `pid` in it and the limits it understands, and wait
 /// until it is running. The caller writes the remaining limits into the cgroup afterwards.
+///
+/// `cgroup` is where skiff expects the scope (see [`SystemdPath::cgroup_path`]); if systemd put
+/// it elsewhere (a systemd whose root cgroup is not ours), the unit is stopped and this fails,
+/// since later commands look for the cgroup at `cgroup`.
 pub fn start(
     unit: &Unit,
+    cgroup: &str,
     pid: i32,
     unified: bool,
     resources: &LinuxResources,
@@ -195,7 +200,19 @@ pub fn start(
     let sd = Systemd::connect()?;
     let mut props = base_properties(unit, pid, unified);
     props.extend(properties::for_resources(resources, unified, sd.version())?);
-    sd.start_transient_unit(&unit.name, &props)
+    sd.start_transient_unit(&unit.name, &props)?;
+    let actual = sd.unit_string(&unit.name, "org.freedesktop.systemd1.Scope", "ControlGroup");
+    match actual {
+        Some(actual) if actual != cgroup => {
+            let _ = sd.stop_unit(&unit.name);
+            Err(CgroupError::Invalid(format!(
+                "--systemd-cgroup: systemd placed unit {} in cgroup {actual}, not {cgroup} \
+                 (systemd's cgroup root differs from skiff's view)",
+                unit.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Tell systemd about changed limits (`skiff update`), so it keeps them when it re-applies its
