@@ -30,7 +30,9 @@ struct Cli {
     /// Enable debug logging.
     #[arg(long)]
     debug: bool,
-    /// Enable systemd cgroup support.
+    /// Enable systemd cgroup support: cgroupsPath is "slice:prefix:name" and the container's
+    /// cgroup is a transient scope unit (prefix-name.scope in slice) that systemd creates over
+    /// the D-Bus system bus; needs systemd as init. Recorded at create for later commands.
     #[arg(long)]
     systemd_cgroup: bool,
     /// Ignore cgroup permission errors ('true', 'false', or 'auto').

@@ -70,6 +70,9 @@ pub struct CgroupManager {
     /// Device rules for `linux.devices` nodes, appended after runc's default allow list.
     #[serde(default)]
     extra_devices: Vec<DeviceRule>,
+    /// With `--systemd-cgroup`: the scope unit systemd manages the cgroup as.
+    #[serde(default)]
+    systemd: Option<systemd::Unit>,
 }
 
 impl CgroupManager {
@@ -79,15 +82,18 @@ impl CgroupManager {
         container_id: &str,
         systemd: bool,
     ) -> Result<Self, CgroupError> {
-        let path = if systemd {
-            systemd::cgroup_path(cgroups_path, container_id)?
-        } else {
-            normalize_path(
-                cgroups_path
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or(container_id),
-            )?
-        };
+        if systemd {
+            // The absolute path systemd gives the scope in every hierarchy it manages.
+            let (path, unit) = systemd::resolve(cgroups_path, container_id)?;
+            let mut m = Self::resolve(&Layout::detect()?, &path)?;
+            m.systemd = Some(unit);
+            return Ok(m);
+        }
+        let path = normalize_path(
+            cgroups_path
+                .filter(|p| !p.is_empty())
+                .unwrap_or(container_id),
+        )?;
         let layout = Layout::detect()?;
         Self::resolve(&layout, &path)
     }
@@ -152,6 +158,7 @@ impl CgroupManager {
                     version: Version::Hybrid,
                     dirs,
                     extra_devices: Vec::new(),
+                    systemd: None,
                 });
             }
         }
@@ -160,6 +167,7 @@ impl CgroupManager {
             version,
             dirs,
             extra_devices: Vec::new(),
+            systemd: None,
         })
     }
 
@@ -167,6 +175,11 @@ impl CgroupManager {
     pub fn with_devices(mut self, devices: &[LinuxDevice]) -> Self {
         self.extra_devices = devices.iter().filter_map(DeviceRule::for_node).collect();
         self
+    }
+
+    /// The systemd scope unit of this container (`--systemd-cgroup`), if any.
+    pub fn systemd_unit(&self) -> Option<&str> {
+        self.systemd.as_ref().map(|u| u.name.as_str())
     }
 
     /// The resolved cgroup path (relative to each hierarchy's root).
@@ -212,11 +225,30 @@ impl CgroupManager {
         } else {
             None
         };
+        if let Some(unit) = &self.systemd {
+            // systemd creates the scope's cgroup(s) with `pid` in them; a failed start leaves
+            // no unit behind (bus::start_transient_unit resets it).
+            systemd::start(
+                unit,
+                &self.path,
+                pid,
+                self.version == Version::V2,
+                resources,
+            )?;
+        }
         let mut created = Vec::new();
         let result = self.apply_inner(pid, resources, &mut created);
         if result.is_err() {
             if let Some(before) = before {
                 self.move_back(pid, &before);
+            }
+            if let Some(unit) = &self.systemd {
+                if let Err(e) = systemd::stop(unit) {
+                    tracing::warn!(
+                        "stopping systemd unit {} after a failed create: {e}",
+                        unit.name
+                    );
+                }
             }
             fs::remove_dirs(&created);
         }
@@ -326,6 +358,10 @@ impl CgroupManager {
             Some(_) => self.device_rules(resources)?,
             None => None,
         };
+        if let Some(unit) = &self.systemd {
+            // First systemd's own view of the limits, so it does not revert the files later.
+            systemd::update(unit, self.version == Version::V2, resources)?;
+        }
         self.set(resources, rules.as_deref())
     }
 
@@ -484,6 +520,13 @@ impl CgroupManager {
             let _ = self.thaw();
         }
         let mut first_err = None;
+        if let Some(unit) = &self.systemd {
+            // systemd removes the cgroups it made; the loop below removes the rest (v1
+            // controllers systemd does not manage, such as freezer or cpuset).
+            if let Err(e) = systemd::stop(unit) {
+                first_err = Some(e);
+            }
+        }
         for dir in self.dirs.values() {
             if let Err(e) = fs::remove_dir(dir) {
                 first_err.get_or_insert(e);

@@ -1,0 +1,253 @@
+//! `linux.resources` as systemd unit properties (systemd.resource-control(5)), the subset systemd
+//! understands, as runc's systemd driver sends them. Everything else is written into the unit's
+//! cgroup directly afterwards.
+use oci_spec::runtime::LinuxResources;
+use zbus::zvariant::Value;
+
+use super::bus::Property;
+use crate::cgroups::{v2, CgroupError};
+
+/// systemd's "infinity" for byte and count limits (USEC_INFINITY / CGROUP_LIMIT_MAX).
+const INFINITY: u64 = u64::MAX;
+/// The kernel's default CFS period, assumed when only a quota is given.
+const DEFAULT_PERIOD: u64 = 100_000;
+
+/// A limit where -1 means unlimited (and other negatives are invalid, rejected earlier).
+fn limit(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(INFINITY)
+}
+
+/// Properties for `resources` on a v2 (`unified`) or v1 host, for systemd `version`.
+pub fn for_resources(
+    r: &LinuxResources,
+    unified: bool,
+    version: u32,
+) -> Result<Vec<Property>, CgroupError> {
+    let mut props: Vec<Property> = Vec::new();
+    if let Some(m) = r.memory() {
+        let mem = m.limit().unwrap_or(0);
+        if mem != 0 {
+            let name = if unified { "MemoryMax" } else { "MemoryLimit" };
+            props.push((name, Value::U64(limit(mem))));
+        }
+        if unified {
+            if let Some(low) = m.reservation().filter(|v| *v != 0) {
+                props.push(("MemoryLow", Value::U64(limit(low))));
+            }
+            let swap = v2::swap_v2(m.swap().unwrap_or(0), mem)?;
+            if swap != 0 {
+                props.push(("MemorySwapMax", Value::U64(limit(swap))));
+            }
+        }
+    }
+    if let Some(cpu) = r.cpu() {
+        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
+            if unified {
+                props.push(("CPUWeight", Value::U64(v2::shares_to_weight(shares))));
+            } else {
+                props.push(("CPUShares", Value::U64(shares)));
+            }
+        }
+        cpu_quota(
+            &mut props,
+            cpu.quota().unwrap_or(0),
+            cpu.period().unwrap_or(0),
+            version,
+        );
+        if version >= 244 {
+            for (name, list) in [
+                ("AllowedCPUs", cpu.cpus()),
+                ("AllowedMemoryNodes", cpu.mems()),
+            ] {
+                if let Some(list) = list.as_deref().filter(|l| !l.trim().is_empty()) {
+                    props.push((name, Value::from(cpu_mask(list)?)));
+                }
+            }
+        }
+    }
+    if let Some(p) = r.pids() {
+        let l = p.limit();
+        if l > 0 || l == -1 {
+            props.push(("TasksMax", Value::U64(limit(l))));
+        }
+    }
+    if let Some(w) = r.block_io().as_ref().and_then(|b| b.weight()) {
+        if w != 0 {
+            if unified {
+                props.push(("IOWeight", Value::U64(v2::blkio_to_io_weight(w))));
+            } else {
+                props.push(("BlockIOWeight", Value::U64(u64::from(w))));
+            }
+        }
+    }
+    if unified {
+        if let Some(u) = r.unified() {
+            for (k, v) in u {
+                unified_property(&mut props, k, v.trim(), version)?;
+            }
+        }
+    }
+    Ok(props)
+}
+
+/// CPUQuotaPerSecUSec (and CPUQuotaPeriodUSec on systemd >= 242) for a CFS quota/period.
+fn cpu_quota(props: &mut Vec<Property>, quota: i64, period: u64, version: u32) {
+    if period != 0 && version >= 242 {
+        props.push(("CPUQuotaPeriodUSec", Value::U64(period)));
+    }
+    if quota == 0 && period == 0 {
+        return;
+    }
+    let per_sec = match u64::try_from(quota) {
+        Ok(q) if q > 0 => {
+            let period = if period == 0 { DEFAULT_PERIOD } else { period };
+            // systemd keeps the quota in whole percent: round up to 10 ms per second so the
+            // kernel value is at least what was asked for.
+            let v = q.saturating_mul(1_000_000) / period;
+            v.div_ceil(10_000) * 10_000
+        }
+        _ => INFINITY,
+    };
+    props.push(("CPUQuotaPerSecUSec", Value::U64(per_sec)));
+}
+
+/// A `unified` key systemd has a property for; other keys are only written to the cgroup.
+fn unified_property(
+    props: &mut Vec<Property>,
+    key: &str,
+    value: &str,
+    version: u32,
+) -> Result<(), CgroupError> {
+    let bad = || {
+        CgroupError::Invalid(format!(
+            "linux.resources.unified {key:?}: invalid value {value:?}"
+        ))
+    };
+    let bytes = || -> Result<u64, CgroupError> {
+        if value == "max" {
+            Ok(INFINITY)
+        } else {
+            value.parse().map_err(|_| bad())
+        }
+    };
+    match key {
+        "memory.high" => props.push(("MemoryHigh", Value::U64(bytes()?))),
+        "memory.low" => props.push(("MemoryLow", Value::U64(bytes()?))),
+        "memory.min" => props.push(("MemoryMin", Value::U64(bytes()?))),
+        "memory.max" => props.push(("MemoryMax", Value::U64(bytes()?))),
+        "memory.swap.max" => props.push(("MemorySwapMax", Value::U64(bytes()?))),
+        "pids.max" => props.push(("TasksMax", Value::U64(bytes()?))),
+        "cpu.weight" => props.push(("CPUWeight", Value::U64(value.parse().map_err(|_| bad())?))),
+        "cpu.max" => {
+            let mut f = value.split_whitespace();
+            let quota = match f.next() {
+                Some("max") => 0,
+                Some(q) => q.parse().map_err(|_| bad())?,
+                None => return Err(bad()),
+            };
+            let period = match f.next() {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None => DEFAULT_PERIOD,
+            };
+            cpu_quota(props, quota, period, version);
+        }
+        "cpuset.cpus" if version >= 244 => {
+            props.push(("AllowedCPUs", Value::from(cpu_mask(value)?)))
+        }
+        "cpuset.mems" if version >= 244 => {
+            props.push(("AllowedMemoryNodes", Value::from(cpu_mask(value)?)))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A cpu/node list ("0-3,6") as systemd's byte mask: byte i bit j is cpu 8*i+j.
+pub fn cpu_mask(list: &str) -> Result<Vec<u8>, CgroupError> {
+    let bad = || CgroupError::Invalid(format!("invalid cpu/memory node list {list:?}"));
+    let mut mask: Vec<u8> = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let lo: usize = lo.parse().map_err(|_| bad())?;
+        let hi: usize = hi.parse().map_err(|_| bad())?;
+        // Bound the mask: no machine has more than 8192 cpus or nodes (the kernel's NR_CPUS max).
+        if lo > hi || hi >= 8192 {
+            return Err(bad());
+        }
+        for cpu in lo..=hi {
+            if mask.len() <= cpu / 8 {
+                mask.resize(cpu / 8 + 1, 0);
+            }
+            mask[cpu / 8] |= 1 << (cpu % 8);
+        }
+    }
+    Ok(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(json: &str, unified: bool) -> Vec<(String, String)> {
+        let r: LinuxResources = serde_json::from_str(json).expect("json");
+        for_resources(&r, unified, 252)
+            .expect("props")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(cpu_mask("0").ok(), Some(vec![1]));
+        assert_eq!(cpu_mask("0-3,9").ok(), Some(vec![0x0f, 0x02]));
+        assert!(cpu_mask("3-1").is_err());
+        assert!(cpu_mask("x").is_err());
+    }
+
+    #[test]
+    fn v2_properties() {
+        let p = props(
+            r#"{"memory":{"limit":67108864,"reservation":1024,"swap":134217728},
+               "cpu":{"shares":1024,"quota":25000,"period":100000,"cpus":"0-1"},
+               "pids":{"limit":50},"unified":{"memory.high":"max"}}"#,
+            true,
+        );
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("MemoryMax").as_deref(), Some("uint64 67108864"));
+        assert_eq!(get("MemoryLow").as_deref(), Some("uint64 1024"));
+        assert_eq!(get("MemorySwapMax").as_deref(), Some("uint64 67108864"));
+        assert_eq!(get("CPUWeight").as_deref(), Some("uint64 39"));
+        assert_eq!(get("CPUQuotaPerSecUSec").as_deref(), Some("uint64 250000"));
+        assert_eq!(get("CPUQuotaPeriodUSec").as_deref(), Some("uint64 100000"));
+        assert_eq!(get("TasksMax").as_deref(), Some("uint64 50"));
+        assert_eq!(
+            get("MemoryHigh").as_deref(),
+            Some("uint64 18446744073709551615")
+        );
+        assert!(get("AllowedCPUs").is_some());
+    }
+
+    #[test]
+    fn v1_properties_and_rounding() {
+        let p = props(
+            r#"{"memory":{"limit":-1},"cpu":{"shares":512,"quota":1234},"pids":{"limit":-1}}"#,
+            false,
+        );
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("MemoryLimit").as_deref(),
+            Some("uint64 18446744073709551615")
+        );
+        assert_eq!(get("CPUShares").as_deref(), Some("uint64 512"));
+        // 1234/100000 of a second = 12340 us/s, rounded up to 20000
+        assert_eq!(get("CPUQuotaPerSecUSec").as_deref(), Some("uint64 20000"));
+        assert_eq!(
+            get("TasksMax").as_deref(),
+            Some("uint64 18446744073709551615")
+        );
+    }
+}
