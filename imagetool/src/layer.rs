@@ -2,10 +2,11 @@
 //! and the overlay-mode layer cache.
 
 use crate::apply::{self, ApplyFormat};
-use crate::digest::{self, HashReader, TOO_LARGE_MARK};
+use crate::digest::{self, TOO_LARGE_MARK};
 use crate::error::{Error, Result};
+use crate::layer_stream::LayerStream;
 use crate::store::{self, Store};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,6 +85,9 @@ fn classify(e: Error, what: &str, limit: u64) -> Error {
 }
 
 /// Apply the layer blob `digest` (whose uncompressed stream must hash to `diff_id`) to `target`.
+///
+/// Decompression and hashing run in a producer thread ([`LayerStream`]) while this thread
+/// extracts, so on two cores inflate and file creation overlap.
 pub fn apply_blob(
     store: &Store,
     digest: &str,
@@ -93,27 +97,26 @@ pub fn apply_blob(
     format: ApplyFormat,
     limit: u64,
 ) -> Result<()> {
-    let what = format!("layer {digest}");
-    let mut blob = store.open_blob(digest, Some(size))?;
-    let r = (|| -> Result<()> {
-        let br = BufReader::with_capacity(256 * 1024, &mut blob);
-        let dec = decompress(br).map_err(|e| Error::io("reading layer header", e))?;
-        let mut hr = HashReader::new(dec, limit, what.clone());
-        apply::apply_layer(target, &mut hr, format)?;
-        let (got, _) = hr.drain().map_err(|e| Error::io("reading layer", e))?;
-        if got != diff_id {
-            return Err(Error::Digest {
-                what: format!("diff_id of {what}"),
-                expected: diff_id.to_string(),
-                actual: got,
-            });
-        }
-        Ok(())
-    })();
-    r.map_err(|e| classify(e, &what, limit))?;
-    blob.finish()
-        .map_err(|e| store::blob_read_error(digest, e))?;
-    Ok(())
+    let stream = LayerStream::open(store, digest, size, diff_id, limit)?;
+    apply_stream(stream, target, format, limit)
+}
+
+/// Apply an already started [`LayerStream`] to `target` (lets callers start decompressing the
+/// next layer while the previous one is still being extracted).
+pub fn apply_stream(
+    stream: LayerStream,
+    target: &Path,
+    format: ApplyFormat,
+    limit: u64,
+) -> Result<()> {
+    let what = stream.what().to_string();
+    let consumed = match stream.reader() {
+        Some(r) => apply::apply_layer(target, r, format).map(|_| ()),
+        None => Err(Error::Invalid(format!("{what}: stream already consumed"))),
+    };
+    stream
+        .finish(consumed)
+        .map_err(|e| classify(e, &what, limit))
 }
 
 /// Path of the cached overlay layer for a diff_id.
