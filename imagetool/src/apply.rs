@@ -4,6 +4,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsops::{self, RootDir};
+use crate::lower_link;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -41,6 +42,8 @@ struct Meta {
 pub struct ApplyStats {
     /// Tar entries processed.
     pub entries: u64,
+    /// Hardlink targets copied up from lower layers (overlay format only).
+    pub copied_up: u64,
 }
 
 struct Applier<'a> {
@@ -51,11 +54,42 @@ struct Applier<'a> {
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
     last_parent: Option<(Vec<OsString>, OwnedFd)>,
     buf: Vec<u8>,
+    /// Lower layer dirs (bottom first) for hardlinks into them; `None`: not available.
+    lowers: Option<Vec<RootDir>>,
+    /// Targets copied up from lower layers (lower content, not created by this layer).
+    copied_up: Vec<Vec<OsString>>,
+    /// Directories made for copy-ups, with the lower directories' mtimes.
+    copyup_dir_times: Vec<(Vec<OsString>, i64, i64)>,
 }
 
-/// Apply the (already decompressed) layer tar `reader` to `root`.
+/// Apply the (already decompressed) layer tar `reader` to `root`. In overlay format a hardlink
+/// to a file of a lower layer fails with an error [`crate::lower_link::needs_lower_layers`]
+/// recognises; use [`apply_layer_over`] for such layers.
 pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Result<ApplyStats> {
+    apply_layer_with(root, reader, format, None)
+}
+
+/// Apply an overlay-format layer whose hardlinks may point into the extracted lower layers
+/// `lowers` (bottom first): such targets are copied up into this layer.
+pub fn apply_layer_over<R: Read>(root: &Path, reader: R, lowers: &[PathBuf]) -> Result<ApplyStats> {
+    apply_layer_with(root, reader, ApplyFormat::Overlay, Some(lowers))
+}
+
+fn apply_layer_with<R: Read>(
+    root: &Path,
+    reader: R,
+    format: ApplyFormat,
+    lowers: Option<&[PathBuf]>,
+) -> Result<ApplyStats> {
     let rootdir = RootDir::open(root)?;
+    let lowers = match lowers {
+        Some(ls) => Some(
+            ls.iter()
+                .map(|p| RootDir::open(p))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     let mut ap = Applier {
         root: &rootdir,
         format,
@@ -64,6 +98,9 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         dir_times: Vec::new(),
         last_parent: None,
         buf: Vec::new(),
+        lowers,
+        copied_up: Vec::new(),
+        copyup_dir_times: Vec::new(),
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -76,6 +113,7 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         stats.entries += 1;
     }
     ap.fix_dir_times()?;
+    stats.copied_up = ap.copied_up.len() as u64;
     Ok(stats)
 }
 
@@ -352,37 +390,53 @@ impl Applier<'_> {
                     return Err(Error::hostile(&raw, "hardlink to the root directory"));
                 }
                 let tname = &lcomps[lcomps.len() - 1];
-                let tpfd = self
-                    .parent(&raw, &lcomps[..lcomps.len() - 1], false)?
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
+                let overlay = self.format == ApplyFormat::Overlay;
+                let tpfd = match self.parent(&raw, &lcomps[..lcomps.len() - 1], false)? {
+                    Some(fd) => Some(fd),
+                    None if overlay => None,
+                    None => {
+                        return Err(Error::Invalid(format!(
                             "layer entry {:?}: hardlink target {:?} does not exist",
                             String::from_utf8_lossy(&raw),
                             String::from_utf8_lossy(&link)
-                        ))
-                    })?;
-                match fsops::lstat_at(tpfd.as_raw_fd(), tname)
-                    .ctx(|| self.ctx("stat link target of", &raw))?
-                {
-                    None => {
-                        return Err(Error::Invalid(format!(
-                            "layer entry {:?}: hardlink target {:?} does not exist{}",
-                            String::from_utf8_lossy(&raw),
-                            String::from_utf8_lossy(&link),
-                            if self.format == ApplyFormat::Overlay {
-                                " in this layer (a hardlink into a lower layer cannot be cached for overlay mode; unpack with --mode copy)"
-                            } else {
-                                ""
-                            }
                         )))
                     }
-                    Some(st) if ftype(&st) == libc::S_IFDIR => {
-                        return Err(Error::hostile(&raw, "hardlink to a directory"))
+                };
+                let tst = match &tpfd {
+                    Some(fd) => fsops::lstat_at(fd.as_raw_fd(), tname)
+                        .ctx(|| self.ctx("stat link target of", &raw))?,
+                    None => None,
+                };
+                match (tpfd, tst) {
+                    (Some(tpfd), Some(st)) => {
+                        if ftype(&st) == libc::S_IFDIR {
+                            return Err(Error::hostile(&raw, "hardlink to a directory"));
+                        }
+                        if overlay && ftype(&st) == libc::S_IFCHR && st.st_rdev == 0 {
+                            return Err(Error::Invalid(format!(
+                                "layer entry {:?}: hardlink target {:?} was removed by a whiteout",
+                                String::from_utf8_lossy(&raw),
+                                String::from_utf8_lossy(&link)
+                            )));
+                        }
+                        fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
+                            .ctx(|| self.ctx("hardlink", &raw))?;
                     }
-                    Some(_) => {}
+                    _ if overlay => {
+                        if lcomps == comps {
+                            // A hardlink to itself: the lower file stays as it is.
+                            return Ok(());
+                        }
+                        self.link_from_lower(&raw, &link, &lcomps, p, &name)?;
+                    }
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "layer entry {:?}: hardlink target {:?} does not exist",
+                            String::from_utf8_lossy(&raw),
+                            String::from_utf8_lossy(&link)
+                        )))
+                    }
                 }
-                fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
-                    .ctx(|| self.ctx("hardlink", &raw))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let kind = match et {
@@ -412,6 +466,60 @@ impl Applier<'_> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Overlay format: the link target is not in this layer; copy it up from the nearest lower
+    /// layer that shows it and link to the copy.
+    fn link_from_lower(
+        &mut self,
+        raw: &[u8],
+        link: &[u8],
+        lcomps: &[OsString],
+        dest_dir: i32,
+        dest_name: &OsStr,
+    ) -> Result<()> {
+        self.invalidate();
+        let Some(lowers) = &self.lowers else {
+            return Err(Error::Invalid(format!(
+                "layer entry {:?}: hardlink target {:?} {}",
+                String::from_utf8_lossy(raw),
+                String::from_utf8_lossy(link),
+                lower_link::NEEDS_LOWER_MARK
+            )));
+        };
+        let found = lower_link::find(self.root.raw(), lowers, raw, link, lcomps)?;
+        let cu = lower_link::copy_up(self.root.raw(), &found, raw, lcomps)?;
+        let tname = &lcomps[lcomps.len() - 1];
+        fsops::linkat(cu.parent.as_raw_fd(), tname, dest_dir, dest_name)
+            .ctx(|| self.ctx("hardlink", raw))?;
+        if cu.is_symlink {
+            self.planted.insert(fsops::key(lcomps));
+        }
+        self.copyup_dir_times.extend(cu.dir_times);
+        self.copied_up.push(lcomps.to_vec());
+        Ok(())
+    }
+
+    /// Overlay format, opaque `dir`: lower content copied up under it is hidden too.
+    fn drop_copied_up_under(&mut self, raw: &[u8], dir: &[OsString]) -> Result<()> {
+        let under: Vec<Vec<OsString>> = self
+            .copied_up
+            .iter()
+            .filter(|c| c.len() > dir.len() && c.starts_with(dir))
+            .cloned()
+            .collect();
+        for c in under {
+            let k = fsops::key(&c);
+            if self.created.contains(&k) {
+                continue;
+            }
+            if let Some(pfd) = self.parent(raw, &c[..c.len() - 1], false)? {
+                fsops::remove_all_at(pfd.as_raw_fd(), &c[c.len() - 1])
+                    .ctx(|| self.ctx("opaque removal under", raw))?;
+            }
+        }
+        self.invalidate();
         Ok(())
     }
 
@@ -524,6 +632,9 @@ impl Applier<'_> {
                 .ctx(|| self.ctx("setting overlay opaque xattr for", raw))?;
                 // Keep the dir: an opaque dir must exist in this layer.
                 self.mark_created(dir);
+                if !self.copied_up.is_empty() {
+                    self.drop_copied_up_under(raw, dir)?;
+                }
             }
             ApplyFormat::Merged => {
                 let base = fsops::key(dir);
@@ -555,7 +666,10 @@ impl Applier<'_> {
 
     fn fix_dir_times(&mut self) -> Result<()> {
         self.invalidate();
-        let times = std::mem::take(&mut self.dir_times);
+        // Copy-up dirs first: a directory entry of this layer wins over the lower's time.
+        // (The list is walked backwards.)
+        let mut times = std::mem::take(&mut self.dir_times);
+        times.extend(std::mem::take(&mut self.copyup_dir_times));
         for (comps, sec, nsec) in times.iter().rev() {
             let raw = fsops::key(comps).into_os_string();
             if comps.is_empty() {

@@ -5,6 +5,7 @@ use crate::apply::{self, ApplyFormat};
 use crate::digest::{self, TOO_LARGE_MARK};
 use crate::error::{Error, Result};
 use crate::layer_stream::LayerStream;
+use crate::lower_link;
 use crate::store::{self, Store};
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -109,14 +110,30 @@ pub fn apply_stream(
     format: ApplyFormat,
     limit: u64,
 ) -> Result<()> {
+    apply_stream_with(stream, target, format, limit, None).map(|_| ())
+}
+
+fn apply_stream_with(
+    stream: LayerStream,
+    target: &Path,
+    format: ApplyFormat,
+    limit: u64,
+    lowers: Option<&[PathBuf]>,
+) -> Result<apply::ApplyStats> {
     let what = stream.what().to_string();
+    let mut stats = apply::ApplyStats::default();
     let consumed = match stream.reader() {
-        Some(r) => apply::apply_layer(target, r, format).map(|_| ()),
+        Some(r) => match lowers {
+            Some(l) => apply::apply_layer_over(target, r, l),
+            None => apply::apply_layer(target, r, format),
+        }
+        .map(|s| stats = s),
         None => Err(Error::Invalid(format!("{what}: stream already consumed"))),
     };
     stream
         .finish(consumed)
-        .map_err(|e| classify(e, &what, limit))
+        .map_err(|e| classify(e, &what, limit))?;
+    Ok(stats)
 }
 
 /// Path of the cached overlay layer for a diff_id.
@@ -124,8 +141,40 @@ pub fn cache_path(store: &Store, diff_id: &str) -> Result<PathBuf> {
     Ok(store.layer_cache().join(digest::hex_part(diff_id)?))
 }
 
+/// Prefix of cache dirs keyed by chain id: layers holding copies of hardlink targets from the
+/// layers below them depend on that stack, not only on their own diff_id.
+pub const CHAIN_DIR_PREFIX: &str = "chain-";
+
+/// Path of the cached overlay layer keyed by its chain id.
+pub fn chain_cache_path(store: &Store, chain_id: &str) -> Result<PathBuf> {
+    Ok(store
+        .layer_cache()
+        .join(format!("{CHAIN_DIR_PREFIX}{}", digest::hex_part(chain_id)?)))
+}
+
+/// The cache dir of every layer of `image` (bottom first) that is already cached.
+pub fn cached_dirs(store: &Store, image: &store::Image) -> Result<Vec<Option<PathBuf>>> {
+    let diff_ids = image.diff_ids();
+    let chains = digest::chain_ids(&diff_ids);
+    let mut out = Vec::with_capacity(diff_ids.len());
+    for (d, c) in diff_ids.iter().zip(&chains) {
+        let cp = chain_cache_path(store, c)?;
+        let dp = cache_path(store, d)?;
+        out.push(if cp.exists() {
+            Some(cp)
+        } else if dp.exists() {
+            Some(dp)
+        } else {
+            None
+        });
+    }
+    Ok(out)
+}
+
 /// Make sure every layer of `image` is in the overlay cache, extracting missing ones in
-/// parallel (2 workers). Returns the cache dirs bottom first.
+/// parallel (2 workers, largest first). Layers with hardlinks into lower layers are then
+/// extracted again in order, bottom first, with their lower layers at hand (see
+/// [`crate::lower_link`]). Returns the cache dirs bottom first.
 pub fn ensure_cached(
     store: &Store,
     image: &store::Image,
@@ -134,14 +183,13 @@ pub fn ensure_cached(
 ) -> Result<Vec<PathBuf>> {
     let layers = image.layers();
     let diff_ids = image.diff_ids();
-    let mut dirs = Vec::new();
+    let chains = digest::chain_ids(&diff_ids);
+    let mut dirs = cached_dirs(store, image)?;
     let mut todo = Vec::new();
     for (i, (d, _mt, size)) in layers.iter().enumerate() {
-        let p = cache_path(store, &diff_ids[i])?;
-        if !p.exists() {
-            todo.push((d.clone(), *size, diff_ids[i].clone(), p.clone()));
+        if dirs[i].is_none() {
+            todo.push((d.clone(), *size, diff_ids[i].clone()));
         }
-        dirs.push(p);
     }
     // Deduplicate (the same layer may appear twice).
     todo.sort_by(|a, b| a.2.cmp(&b.2));
@@ -164,17 +212,22 @@ pub fn ensure_cached(
                     Ok(mut q) => q.pop(),
                     Err(_) => None,
                 };
-                let Some((d, size, diff_id, dest)) = job else {
+                let Some((d, size, diff_id)) = job else {
                     break;
                 };
                 if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = extract_to_cache(store, &d, size, &diff_id, &dest, limit) {
-                    if let Ok(mut fe) = first_err.lock() {
-                        fe.get_or_insert(e);
+                match extract_to_cache(store, &d, size, &diff_id, &diff_id, limit, None) {
+                    Ok(_) => {}
+                    // Needs its lower layers: done below, once they are all cached.
+                    Err(e) if lower_link::needs_lower_layers(&e) => continue,
+                    Err(e) => {
+                        if let Ok(mut fe) = first_err.lock() {
+                            fe.get_or_insert(e);
+                        }
+                        break;
                     }
-                    break;
                 }
                 if let Some(pb) = progress {
                     pb.inc(size);
@@ -185,51 +238,84 @@ pub fn ensure_cached(
     if let Some(e) = first_err.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(dirs)
+    let mut out = Vec::with_capacity(dirs.len());
+    for i in 0..dirs.len() {
+        let dir = match dirs[i].take() {
+            Some(p) => p,
+            None => {
+                let again = cached_dirs(store, image)?;
+                match again.into_iter().nth(i).flatten() {
+                    Some(p) => p,
+                    None => {
+                        let (d, _mt, size) = &layers[i];
+                        let p = extract_to_cache(
+                            store,
+                            d,
+                            *size,
+                            &diff_ids[i],
+                            &chains[i],
+                            limit,
+                            Some(&out),
+                        )?;
+                        if let Some(pb) = progress {
+                            pb.inc(*size);
+                        }
+                        p
+                    }
+                }
+            }
+        };
+        out.push(dir);
+    }
+    Ok(out)
 }
 
+/// Extract one layer into the cache (temp dir + rename). With `lowers`, hardlinks into them are
+/// resolved by copy-up and such a layer is cached under its chain id. Returns its cache dir.
 fn extract_to_cache(
     store: &Store,
     digest: &str,
     size: u64,
     diff_id: &str,
-    dest: &Path,
+    chain_id: &str,
     limit: u64,
-) -> Result<()> {
+    lowers: Option<&[PathBuf]>,
+) -> Result<PathBuf> {
     let tmp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempdir_in(store.layer_cache())
         .map_err(|e| Error::at("creating temp dir in", &store.layer_cache(), e))?;
     let tmp_path = tmp.keep();
+    // The layer dir itself is the overlay lowerdir root: make it world-traversable.
     std::fs::set_permissions(
         &tmp_path,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .map_err(|e| Error::at("chmod", &tmp_path, e))?;
-    let r = apply_blob(
-        store,
-        digest,
-        size,
-        diff_id,
-        &tmp_path,
-        ApplyFormat::Overlay,
-        limit,
-    );
-    if let Err(e) = r {
-        let _ = crate::fsops::remove_tree(&tmp_path);
-        return Err(e);
-    }
-    // The layer dir itself is the overlay lowerdir root: make it world-traversable.
-    match std::fs::rename(&tmp_path, dest) {
-        Ok(()) => Ok(()),
+    let r = LayerStream::open(store, digest, size, diff_id, limit)
+        .and_then(|st| apply_stream_with(st, &tmp_path, ApplyFormat::Overlay, limit, lowers));
+    let stats = match r {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = crate::fsops::remove_tree(&tmp_path);
+            return Err(e);
+        }
+    };
+    let dest = if stats.copied_up > 0 {
+        chain_cache_path(store, chain_id)?
+    } else {
+        cache_path(store, diff_id)?
+    };
+    match std::fs::rename(&tmp_path, &dest) {
+        Ok(()) => Ok(dest),
         Err(_) if dest.exists() => {
             // Someone else cached it concurrently.
             let _ = crate::fsops::remove_tree(&tmp_path);
-            Ok(())
+            Ok(dest)
         }
         Err(e) => {
             let _ = crate::fsops::remove_tree(&tmp_path);
-            Err(Error::at("renaming cached layer into", dest, e))
+            Err(Error::at("renaming cached layer into", &dest, e))
         }
     }
 }

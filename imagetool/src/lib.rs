@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsops;
 pub mod layer;
 pub mod layer_stream;
+pub mod lower_link;
 pub mod network;
 pub mod resources;
 pub mod spec;
