@@ -11,6 +11,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::OnceLock;
 
 /// How whiteouts are represented in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,10 @@ struct Applier<'a> {
     planted: HashSet<PathBuf>,
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
-    last_parent: Option<(Vec<OsString>, OwnedFd)>,
+    /// The last parent directory resolved (entries come grouped by directory), and whether its
+    /// group is 0 (new files there get group 0 whether the group comes from the directory, as
+    /// with setgid dirs or `grpid` mounts, or from our egid).
+    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, bool)>,
     buf: Vec<u8>,
     /// Lower layer dirs (bottom first) for hardlinks into them; `None`: not available.
     lowers: Option<Vec<RootDir>>,
@@ -115,6 +120,28 @@ fn apply_layer_with<R: Read>(
     ap.fix_dir_times()?;
     stats.copied_up = ap.copied_up.len() as u64;
     Ok(stats)
+}
+
+/// The process umask (read once; `/proc/self/status` reports it without changing it). Unknown
+/// counts as masking everything, which only costs an extra chmod.
+fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
+}
+
+/// Effective uid and gid are 0 (new files are then owned by 0:0 unless the directory is setgid).
+fn running_as_root() -> bool {
+    // SAFETY: plain syscalls without arguments.
+    unsafe { libc::geteuid() == 0 && libc::getegid() == 0 }
 }
 
 fn ftype(st: &libc::stat) -> u32 {
@@ -211,20 +238,35 @@ impl Applier<'_> {
         }
     }
 
-    fn parent(&mut self, raw: &[u8], comps: &[OsString], create: bool) -> Result<Option<OwnedFd>> {
-        if let Some((k, fd)) = &self.last_parent {
+    fn parent(
+        &mut self,
+        raw: &[u8],
+        comps: &[OsString],
+        create: bool,
+    ) -> Result<Option<Rc<OwnedFd>>> {
+        if let Some((k, fd, _)) = &self.last_parent {
             if k.as_slice() == comps {
-                let fd = fd.try_clone().map_err(|e| Error::io("dup parent fd", e))?;
-                return Ok(Some(fd));
+                return Ok(Some(Rc::clone(fd)));
             }
         }
-        let r = self.parent_uncached(raw, comps, create)?;
-        if let Some(fd) = &r {
-            if let Ok(c) = fd.try_clone() {
-                self.last_parent = Some((comps.to_vec(), c));
-            }
+        let Some(fd) = self.parent_uncached(raw, comps, create)? else {
+            return Ok(None);
+        };
+        let fd = Rc::new(fd);
+        let gid0 = fsops::fstat(fd.as_raw_fd())
+            .map(|st| st.st_gid == 0)
+            .unwrap_or(false);
+        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), gid0));
+        Ok(Some(fd))
+    }
+
+    /// Whether a new file in `comps` gets owner 0:0 without a chown: we are root and the
+    /// directory's group is 0. Unknown (not the cached parent) counts as no.
+    fn root_owned_by_default(&self, comps: &[OsString]) -> bool {
+        match &self.last_parent {
+            Some((k, _, gid0)) if k.as_slice() == comps => *gid0 && running_as_root(),
+            _ => false,
         }
-        Ok(r)
     }
 
     /// Forget the cached parent handle (after anything that removes or replaces nodes).
@@ -332,11 +374,17 @@ impl Applier<'_> {
                     .push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                // Created with its final permission bits when the umask keeps them (no special
+                // bits), and owned by 0:0 without a chown when that is what the kernel gives it.
+                let perm = meta.mode & 0o777;
+                let exact_mode = meta.mode & 0o7000 == 0 && perm & umask() == 0;
+                let skip_chown =
+                    meta.uid == 0 && meta.gid == 0 && self.root_owned_by_default(parent_comps);
                 let fd = fsops::openat(
                     p,
                     &name,
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                    0o600,
+                    if exact_mode { perm } else { 0o600 },
                 )
                 .ctx(|| self.ctx("create", &raw))?;
                 let mut f = std::fs::File::from(fd);
@@ -351,7 +399,16 @@ impl Applier<'_> {
                     self.buf = buf;
                     r.ctx(|| self.ctx("write", &raw))?;
                 }
-                self.set_meta_fd(f.as_raw_fd(), false, &meta, &raw)?;
+                if !skip_chown {
+                    fsops::fchown(f.as_raw_fd(), meta.uid, meta.gid)
+                        .ctx(|| self.ctx("chown", &raw))?;
+                }
+                // After the chown, which clears setuid/setgid bits.
+                if !exact_mode {
+                    fsops::fchmod(f.as_raw_fd(), meta.mode).ctx(|| self.ctx("chmod", &raw))?;
+                }
+                // xattrs after chown: chown clears security.capability.
+                self.set_xattrs(f.as_raw_fd(), false, &meta, &raw)?;
                 fsops::futimes(f.as_raw_fd(), meta.mtime_sec, meta.mtime_nsec)
                     .ctx(|| self.ctx("set times", &raw))?;
             }
