@@ -171,8 +171,24 @@ pub fn cached_dirs(store: &Store, image: &store::Image) -> Result<Vec<Option<Pat
     Ok(out)
 }
 
+/// How many layers overlay mode extracts at once: `SKIFF_IMAGE_UNPACK_JOBS`, else twice the
+/// CPUs (each layer also has its decompression thread; more layers in flight keep both busy
+/// when one layer has far more files than the others), at most 4 (memory: each holds its
+/// decompressed layer).
+pub fn extract_jobs() -> usize {
+    std::env::var("SKIFF_IMAGE_UNPACK_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(2)
+        })
+        .clamp(1, 4)
+}
+
 /// Make sure every layer of `image` is in the overlay cache, extracting missing ones in
-/// parallel (2 workers, largest first). Layers with hardlinks into lower layers are then
+/// parallel ([`extract_jobs`] workers, largest first). Layers with hardlinks into lower layers are then
 /// extracted again in order, bottom first, with their lower layers at hand (see
 /// [`crate::lower_link`]). Returns the cache dirs bottom first.
 pub fn ensure_cached(
@@ -201,10 +217,7 @@ pub fn ensure_cached(
     }
     let queue = Mutex::new(todo);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 2);
+    let workers = extract_jobs();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {

@@ -21,9 +21,9 @@ const CHUNK: usize = 1 << 20;
 /// Messages buffered between producer and consumer (streaming mode allocates one chunk each).
 const QUEUE: usize = 8;
 /// Largest compressed blob read whole into memory (bigger ones stream from the file).
-const WHOLE_MAX_IN: u64 = 512 << 20;
+const WHOLE_MAX_IN: u64 = 256 << 20;
 /// Largest uncompressed layer (as its gzip trailer claims) inflated in one call.
-const WHOLE_MAX_OUT: u64 = 1 << 30;
+const WHOLE_MAX_OUT: u64 = 512 << 20;
 
 /// Message of the producer's error when the consumer failed first (never shown to users).
 const ABORTED: &str = "layer extraction aborted";
