@@ -11,7 +11,7 @@ use crate::layer::{self, Compression};
 use crate::store::{self, VerifiedBlob};
 use sha2::{Digest as _, Sha256};
 use std::io::{self, BufReader, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,6 +34,31 @@ fn aborted() -> Error {
 
 fn is_aborted(e: &Error) -> bool {
     matches!(e, Error::Invalid(m) if m == ABORTED)
+}
+
+/// Memory all producers of this process may hold in whole-layer buffers at once; past it a
+/// layer streams instead (same result, a little slower).
+const WHOLE_BUDGET: u64 = 1 << 30;
+static WHOLE_IN_USE: AtomicU64 = AtomicU64::new(0);
+
+/// A share of [`WHOLE_BUDGET`], given back on drop.
+struct Reservation(u64);
+
+impl Reservation {
+    fn take(n: u64) -> Option<Reservation> {
+        WHOLE_IN_USE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|t| *t <= WHOLE_BUDGET)
+            })
+            .ok()
+            .map(|_| Reservation(n))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        WHOLE_IN_USE.fetch_sub(self.0, Ordering::AcqRel);
+    }
 }
 
 enum Msg {
@@ -193,11 +218,27 @@ struct Producer {
 
 impl Producer {
     fn run(mut self, mut blob: VerifiedBlob, size: u64) -> Result<String> {
-        if size <= WHOLE_MAX_IN {
+        let in_share = if size <= WHOLE_MAX_IN {
+            Reservation::take(size)
+        } else {
+            None
+        };
+        if let Some(_in_share) = in_share {
             // Whole blob in memory: its digest is verified before anything is decompressed.
             let mut data = Vec::with_capacity(size as usize);
-            blob.read_to_end(&mut data)
+            (&mut blob)
+                .take(size + 1)
+                .read_to_end(&mut data)
                 .map_err(|e| store::blob_read_error(&self.digest, e))?;
+            if data.len() as u64 > size {
+                // Longer than its descriptor: let the verifier report the size mismatch.
+                blob.finish()
+                    .map_err(|e| store::blob_read_error(&self.digest, e))?;
+                return Err(Error::Invalid(format!(
+                    "blob {} is larger than its descriptor's {size} bytes",
+                    self.digest
+                )));
+            }
             let data = Arc::new(data);
             let comp = layer::sniff(&mut &data[..]).map_err(|e| self.io("reading layer", e))?;
             match comp {
@@ -206,7 +247,7 @@ impl Producer {
                     self.emit(&data, 0, n)?;
                 }
                 Compression::Gzip => match self.inflate_whole(&data) {
-                    Some(out) => {
+                    Some((out, _out_share)) => {
                         let out = Arc::new(out);
                         let n = out.len();
                         self.emit(&out, 0, n)?;
@@ -246,7 +287,7 @@ impl Producer {
     /// Inflate a single-member gzip in one libdeflate call. `None` (use the streaming decoder)
     /// when the trailer's size is implausible, the data has more than one member or trailing
     /// bytes, or libdeflate rejects it (the streaming decoder then reports the precise error).
-    fn inflate_whole(&self, data: &[u8]) -> Option<Vec<u8>> {
+    fn inflate_whole(&self, data: &[u8]) -> Option<(Vec<u8>, Reservation)> {
         if data.len() < 18 {
             return None;
         }
@@ -256,7 +297,8 @@ impl Producer {
         if isize > self.limit || isize > WHOLE_MAX_OUT {
             return None;
         }
-        gzip_whole::inflate(data, isize as usize)
+        let share = Reservation::take(isize)?;
+        gzip_whole::inflate(data, isize as usize).map(|out| (out, share))
     }
 
     /// Hash, count and hand over `data[start..end]` in chunks.
