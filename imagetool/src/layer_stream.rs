@@ -281,7 +281,8 @@ impl Producer {
         if store::is_digest_error(&e) {
             return store::blob_read_error(&self.digest, e);
         }
-        Error::io(format!("{}: {ctx}", self.what), e)
+        // The caller prefixes the layer (see `layer::apply_stream`).
+        Error::io(ctx.to_string(), e)
     }
 
     /// Inflate a single-member gzip in one libdeflate call. `None` (use the streaming decoder)
