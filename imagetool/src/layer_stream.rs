@@ -225,7 +225,7 @@ impl Producer {
         };
         if let Some(_in_share) = in_share {
             // Whole blob in memory: its digest is verified before anything is decompressed.
-            let mut data = Vec::with_capacity(size as usize);
+            let mut data = big_buffer(size as usize + 1).unwrap_or_default();
             (&mut blob)
                 .take(size + 1)
                 .read_to_end(&mut data)
@@ -366,6 +366,32 @@ impl Producer {
     }
 }
 
+/// An empty buffer with room for `cap` bytes, backed by transparent huge pages where the kernel
+/// offers them on request (`madvise` mode): a layer-sized buffer then costs a few dozen page
+/// faults instead of tens of thousands.
+fn big_buffer(cap: usize) -> Option<Vec<u8>> {
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(cap).ok()?;
+    const HUGE: usize = 2 << 20;
+    if v.capacity() >= 2 * HUGE {
+        let start = v.as_mut_ptr() as usize;
+        let aligned = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + v.capacity()) & !(HUGE - 1);
+        if end > aligned {
+            // SAFETY: the range lies inside the allocation just reserved; MADV_HUGEPAGE only
+            // changes how its pages are backed, never their contents. Failure is harmless.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    Some(v)
+}
+
 /// One-call gzip inflate through libdeflate.
 mod gzip_whole {
     use libdeflate_sys::{
@@ -376,8 +402,7 @@ mod gzip_whole {
     /// Inflate `data`, which must be exactly one gzip member whose output is at most `cap`
     /// bytes; `None` otherwise. libdeflate checks the member's CRC-32 and ISIZE itself.
     pub(super) fn inflate(data: &[u8], cap: usize) -> Option<Vec<u8>> {
-        let mut out: Vec<u8> = Vec::new();
-        out.try_reserve_exact(cap.max(1)).ok()?;
+        let mut out = super::big_buffer(cap.max(1))?;
         // SAFETY: plain allocation; freed below on every path.
         let d = unsafe { libdeflate_alloc_decompressor() };
         if d.is_null() {
