@@ -82,7 +82,7 @@ echo "== waiting 65 s for the set-up's deleted inodes to age out"
 sleep 65
 uptime
 
-hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" \
+hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" --export-json "$WORK/results.json" \
     -n "tar -xzf (5 layers in turn)" --prepare "$(aside "$WORK/t"); sync" "$TARX" \
     -n "gzip -dc (5 layers)" --prepare "sync" "$GZ" \
     -n "umoci unpack" --prepare "$(aside "$WORK/u"); sync" "$UMOCI" \
@@ -91,5 +91,7 @@ hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" \
     -n "skiff-image unpack --mode overlay (cached layers)" --prepare "$RMB $WORK/b-ovw >/dev/null 2>&1 || true; sync" "$OVW"
 uptime
 cat "$WORK/results.md"
+echo "mean CPU per command (user / system, s):"
+jq -r '.results[] | "  \(.command): \(.user*1000|round/1000) / \(.system*1000|round/1000)"' "$WORK/results.json"
 # Sanity: copy mode and umoci agree on the file count.
 echo "files: skiff-image copy $(find "$WORK/b-copy/rootfs" | wc -l), umoci $(find "$WORK/u/rootfs" | wc -l), tar $(find "$WORK/t" | wc -l)"

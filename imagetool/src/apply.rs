@@ -12,7 +12,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 /// How whiteouts are represented in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +53,11 @@ struct Applier<'a> {
     planted: HashSet<PathBuf>,
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
-    /// The last parent directory resolved (entries come grouped by directory), and whether its
-    /// group is 0 (new files there get group 0 whether the group comes from the directory, as
-    /// with setgid dirs or `grpid` mounts, or from our egid).
-    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, bool)>,
+    /// The last parent directory resolved (entries come grouped by directory) and what new
+    /// files there get by default.
+    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, DirDefaults)>,
+    /// The process umask when this layer started.
+    umask: u32,
     buf: Vec<u8>,
     /// Lower layer dirs (bottom first) for hardlinks into them; `None`: not available.
     lowers: Option<Vec<RootDir>>,
@@ -106,6 +106,7 @@ fn apply_layer_with<R: Read>(
         lowers,
         copied_up: Vec::new(),
         copyup_dir_times: Vec::new(),
+        umask: umask(),
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -122,20 +123,26 @@ fn apply_layer_with<R: Read>(
     Ok(stats)
 }
 
-/// The process umask (read once; `/proc/self/status` reports it without changing it). Unknown
-/// counts as masking everything, which only costs an extra chmod.
+/// The process umask (`/proc/self/status` reports it without changing it). Unknown counts as
+/// masking everything, which only costs a chmod per file.
 fn umask() -> u32 {
-    static UMASK: OnceLock<u32> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Umask:"))
-                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            })
-            .unwrap_or(0o777)
-    })
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
+/// What a file created in a directory gets without chown/chmod.
+#[derive(Debug, Clone, Copy, Default)]
+struct DirDefaults {
+    /// Group 0 (from the directory, as with setgid dirs or `grpid` mounts, or from our egid).
+    gid0: bool,
+    /// No default ACL, so the create mode minus the umask is the file's mode.
+    no_default_acl: bool,
 }
 
 /// Effective uid and gid are 0 (new files are then owned by 0:0 unless the directory is setgid).
@@ -253,19 +260,22 @@ impl Applier<'_> {
             return Ok(None);
         };
         let fd = Rc::new(fd);
-        let gid0 = fsops::fstat(fd.as_raw_fd())
-            .map(|st| st.st_gid == 0)
-            .unwrap_or(false);
-        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), gid0));
+        let defaults = DirDefaults {
+            gid0: fsops::fstat(fd.as_raw_fd())
+                .map(|st| st.st_gid == 0)
+                .unwrap_or(false),
+            no_default_acl: fsops::get_xattr_fd(fd.as_raw_fd(), b"system.posix_acl_default")
+                .is_none(),
+        };
+        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), defaults));
         Ok(Some(fd))
     }
 
-    /// Whether a new file in `comps` gets owner 0:0 without a chown: we are root and the
-    /// directory's group is 0. Unknown (not the cached parent) counts as no.
-    fn root_owned_by_default(&self, comps: &[OsString]) -> bool {
+    /// Defaults for new files in `comps`; unknown (not the cached parent) counts as none.
+    fn defaults(&self, comps: &[OsString]) -> DirDefaults {
         match &self.last_parent {
-            Some((k, _, gid0)) if k.as_slice() == comps => *gid0 && running_as_root(),
-            _ => false,
+            Some((k, _, d)) if k.as_slice() == comps => *d,
+            _ => DirDefaults::default(),
         }
     }
 
@@ -312,6 +322,8 @@ impl Applier<'_> {
         if comps.is_empty() {
             // The root directory itself ("./"): only metadata applies.
             if et.is_dir() {
+                // Its owner/ACL may change: cached defaults for new files no longer hold.
+                self.invalidate();
                 let fd = self.root.raw();
                 self.set_meta_fd(fd, true, &meta, &raw)?;
                 self.dir_times
@@ -372,14 +384,17 @@ impl Applier<'_> {
                 self.set_meta_fd(fd.as_raw_fd(), false, &meta, &raw)?;
                 self.dir_times
                     .push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
+                // Its owner/ACL may have changed: cached defaults for new files no longer hold.
+                self.invalidate();
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 // Created with its final permission bits when the umask keeps them (no special
                 // bits), and owned by 0:0 without a chown when that is what the kernel gives it.
+                let dd = self.defaults(parent_comps);
                 let perm = meta.mode & 0o777;
-                let exact_mode = meta.mode & 0o7000 == 0 && perm & umask() == 0;
-                let skip_chown =
-                    meta.uid == 0 && meta.gid == 0 && self.root_owned_by_default(parent_comps);
+                let exact_mode =
+                    dd.no_default_acl && meta.mode & 0o7000 == 0 && perm & self.umask == 0;
+                let skip_chown = meta.uid == 0 && meta.gid == 0 && dd.gid0 && running_as_root();
                 let fd = fsops::openat(
                     p,
                     &name,
