@@ -374,6 +374,25 @@ fn layer_dir_mtimes_and_root_entry() {
         }
     }
 }
+/// Root-owned files in a setgid directory of another group, and modes the umask would change:
+/// the extractor skips chown/chmod only where the kernel already gives the right result.
+fn ownership_defaults() -> Vec<Vec<u8>> {
+    vec![Layer::new()
+        .dir_owned("g", 0o2775, 0, 5678)
+        .file("g/root-file", 0o644, b"must stay 0:0")
+        .dir_owned("u", 0o755, 1234, 0)
+        .file("u/root-file", 0o644, b"0:0 too")
+        .file("perm666", 0o666, b"the umask must not apply")
+        .file("perm600", 0o600, b"x")
+        .file("perm4700", 0o4700, b"setuid")
+        .finish()]
+}
+
+#[test]
+fn layer_ownership_and_modes_without_chown() {
+    check_case("owner-defaults", ownership_defaults(), true);
+}
+
 #[test]
 fn layer_symlink_from_lower_layer_copy_mode() {
     // Overlay mode keeps layers separate, so a later layer's real directory hides the lower

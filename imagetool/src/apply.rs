@@ -4,12 +4,14 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsops::{self, RootDir};
+use crate::lower_link;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// How whiteouts are represented in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,8 @@ struct Meta {
 pub struct ApplyStats {
     /// Tar entries processed.
     pub entries: u64,
+    /// Hardlink targets copied up from lower layers (overlay format only).
+    pub copied_up: u64,
 }
 
 struct Applier<'a> {
@@ -49,13 +53,48 @@ struct Applier<'a> {
     planted: HashSet<PathBuf>,
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
-    last_parent: Option<(Vec<OsString>, OwnedFd)>,
+    /// The last parent directory resolved (entries come grouped by directory) and what new
+    /// files there get by default.
+    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, DirDefaults)>,
+    /// The process umask when this layer started.
+    umask: u32,
     buf: Vec<u8>,
+    /// Lower layer dirs (bottom first) for hardlinks into them; `None`: not available.
+    lowers: Option<Vec<RootDir>>,
+    /// Targets copied up from lower layers (lower content, not created by this layer).
+    copied_up: Vec<Vec<OsString>>,
+    /// Directories made for copy-ups, with the lower directories' mtimes.
+    copyup_dir_times: Vec<(Vec<OsString>, i64, i64)>,
 }
 
-/// Apply the (already decompressed) layer tar `reader` to `root`.
+/// Apply the (already decompressed) layer tar `reader` to `root`. In overlay format a hardlink
+/// to a file of a lower layer fails with an error [`crate::lower_link::needs_lower_layers`]
+/// recognises; use [`apply_layer_over`] for such layers.
 pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Result<ApplyStats> {
+    apply_layer_with(root, reader, format, None)
+}
+
+/// Apply an overlay-format layer whose hardlinks may point into the extracted lower layers
+/// `lowers` (bottom first): such targets are copied up into this layer.
+pub fn apply_layer_over<R: Read>(root: &Path, reader: R, lowers: &[PathBuf]) -> Result<ApplyStats> {
+    apply_layer_with(root, reader, ApplyFormat::Overlay, Some(lowers))
+}
+
+fn apply_layer_with<R: Read>(
+    root: &Path,
+    reader: R,
+    format: ApplyFormat,
+    lowers: Option<&[PathBuf]>,
+) -> Result<ApplyStats> {
     let rootdir = RootDir::open(root)?;
+    let lowers = match lowers {
+        Some(ls) => Some(
+            ls.iter()
+                .map(|p| RootDir::open(p))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     let mut ap = Applier {
         root: &rootdir,
         format,
@@ -64,6 +103,10 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         dir_times: Vec::new(),
         last_parent: None,
         buf: Vec::new(),
+        lowers,
+        copied_up: Vec::new(),
+        copyup_dir_times: Vec::new(),
+        umask: umask(),
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -76,7 +119,36 @@ pub fn apply_layer<R: Read>(root: &Path, reader: R, format: ApplyFormat) -> Resu
         stats.entries += 1;
     }
     ap.fix_dir_times()?;
+    stats.copied_up = ap.copied_up.len() as u64;
     Ok(stats)
+}
+
+/// The process umask (`/proc/self/status` reports it without changing it). Unknown counts as
+/// masking everything, which only costs a chmod per file.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
+/// What a file created in a directory gets without chown/chmod.
+#[derive(Debug, Clone, Copy, Default)]
+struct DirDefaults {
+    /// Group 0 (from the directory, as with setgid dirs or `grpid` mounts, or from our egid).
+    gid0: bool,
+    /// No default ACL, so the create mode minus the umask is the file's mode.
+    no_default_acl: bool,
+}
+
+/// Effective uid and gid are 0 (new files are then owned by 0:0 unless the directory is setgid).
+fn running_as_root() -> bool {
+    // SAFETY: plain syscalls without arguments.
+    unsafe { libc::geteuid() == 0 && libc::getegid() == 0 }
 }
 
 fn ftype(st: &libc::stat) -> u32 {
@@ -173,20 +245,38 @@ impl Applier<'_> {
         }
     }
 
-    fn parent(&mut self, raw: &[u8], comps: &[OsString], create: bool) -> Result<Option<OwnedFd>> {
-        if let Some((k, fd)) = &self.last_parent {
+    fn parent(
+        &mut self,
+        raw: &[u8],
+        comps: &[OsString],
+        create: bool,
+    ) -> Result<Option<Rc<OwnedFd>>> {
+        if let Some((k, fd, _)) = &self.last_parent {
             if k.as_slice() == comps {
-                let fd = fd.try_clone().map_err(|e| Error::io("dup parent fd", e))?;
-                return Ok(Some(fd));
+                return Ok(Some(Rc::clone(fd)));
             }
         }
-        let r = self.parent_uncached(raw, comps, create)?;
-        if let Some(fd) = &r {
-            if let Ok(c) = fd.try_clone() {
-                self.last_parent = Some((comps.to_vec(), c));
-            }
+        let Some(fd) = self.parent_uncached(raw, comps, create)? else {
+            return Ok(None);
+        };
+        let fd = Rc::new(fd);
+        let defaults = DirDefaults {
+            gid0: fsops::fstat(fd.as_raw_fd())
+                .map(|st| st.st_gid == 0)
+                .unwrap_or(false),
+            no_default_acl: fsops::get_xattr_fd(fd.as_raw_fd(), b"system.posix_acl_default")
+                .is_none(),
+        };
+        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), defaults));
+        Ok(Some(fd))
+    }
+
+    /// Defaults for new files in `comps`; unknown (not the cached parent) counts as none.
+    fn defaults(&self, comps: &[OsString]) -> DirDefaults {
+        match &self.last_parent {
+            Some((k, _, d)) if k.as_slice() == comps => *d,
+            _ => DirDefaults::default(),
         }
-        Ok(r)
     }
 
     /// Forget the cached parent handle (after anything that removes or replaces nodes).
@@ -232,6 +322,8 @@ impl Applier<'_> {
         if comps.is_empty() {
             // The root directory itself ("./"): only metadata applies.
             if et.is_dir() {
+                // Its owner/ACL may change: cached defaults for new files no longer hold.
+                self.invalidate();
                 let fd = self.root.raw();
                 self.set_meta_fd(fd, true, &meta, &raw)?;
                 self.dir_times
@@ -292,13 +384,22 @@ impl Applier<'_> {
                 self.set_meta_fd(fd.as_raw_fd(), false, &meta, &raw)?;
                 self.dir_times
                     .push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
+                // Its owner/ACL may have changed: cached defaults for new files no longer hold.
+                self.invalidate();
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                // Created with its final permission bits when the umask keeps them (no special
+                // bits), and owned by 0:0 without a chown when that is what the kernel gives it.
+                let dd = self.defaults(parent_comps);
+                let perm = meta.mode & 0o777;
+                let exact_mode =
+                    dd.no_default_acl && meta.mode & 0o7000 == 0 && perm & self.umask == 0;
+                let skip_chown = meta.uid == 0 && meta.gid == 0 && dd.gid0 && running_as_root();
                 let fd = fsops::openat(
                     p,
                     &name,
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                    0o600,
+                    if exact_mode { perm } else { 0o600 },
                 )
                 .ctx(|| self.ctx("create", &raw))?;
                 let mut f = std::fs::File::from(fd);
@@ -313,7 +414,16 @@ impl Applier<'_> {
                     self.buf = buf;
                     r.ctx(|| self.ctx("write", &raw))?;
                 }
-                self.set_meta_fd(f.as_raw_fd(), false, &meta, &raw)?;
+                if !skip_chown {
+                    fsops::fchown(f.as_raw_fd(), meta.uid, meta.gid)
+                        .ctx(|| self.ctx("chown", &raw))?;
+                }
+                // After the chown, which clears setuid/setgid bits.
+                if !exact_mode {
+                    fsops::fchmod(f.as_raw_fd(), meta.mode).ctx(|| self.ctx("chmod", &raw))?;
+                }
+                // xattrs after chown: chown clears security.capability.
+                self.set_xattrs(f.as_raw_fd(), false, &meta, &raw)?;
                 fsops::futimes(f.as_raw_fd(), meta.mtime_sec, meta.mtime_nsec)
                     .ctx(|| self.ctx("set times", &raw))?;
             }
@@ -352,37 +462,53 @@ impl Applier<'_> {
                     return Err(Error::hostile(&raw, "hardlink to the root directory"));
                 }
                 let tname = &lcomps[lcomps.len() - 1];
-                let tpfd = self
-                    .parent(&raw, &lcomps[..lcomps.len() - 1], false)?
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
+                let overlay = self.format == ApplyFormat::Overlay;
+                let tpfd = match self.parent(&raw, &lcomps[..lcomps.len() - 1], false)? {
+                    Some(fd) => Some(fd),
+                    None if overlay => None,
+                    None => {
+                        return Err(Error::Invalid(format!(
                             "layer entry {:?}: hardlink target {:?} does not exist",
                             String::from_utf8_lossy(&raw),
                             String::from_utf8_lossy(&link)
-                        ))
-                    })?;
-                match fsops::lstat_at(tpfd.as_raw_fd(), tname)
-                    .ctx(|| self.ctx("stat link target of", &raw))?
-                {
-                    None => {
-                        return Err(Error::Invalid(format!(
-                            "layer entry {:?}: hardlink target {:?} does not exist{}",
-                            String::from_utf8_lossy(&raw),
-                            String::from_utf8_lossy(&link),
-                            if self.format == ApplyFormat::Overlay {
-                                " in this layer (a hardlink into a lower layer cannot be cached for overlay mode; unpack with --mode copy)"
-                            } else {
-                                ""
-                            }
                         )))
                     }
-                    Some(st) if ftype(&st) == libc::S_IFDIR => {
-                        return Err(Error::hostile(&raw, "hardlink to a directory"))
+                };
+                let tst = match &tpfd {
+                    Some(fd) => fsops::lstat_at(fd.as_raw_fd(), tname)
+                        .ctx(|| self.ctx("stat link target of", &raw))?,
+                    None => None,
+                };
+                match (tpfd, tst) {
+                    (Some(tpfd), Some(st)) => {
+                        if ftype(&st) == libc::S_IFDIR {
+                            return Err(Error::hostile(&raw, "hardlink to a directory"));
+                        }
+                        if overlay && ftype(&st) == libc::S_IFCHR && st.st_rdev == 0 {
+                            return Err(Error::Invalid(format!(
+                                "layer entry {:?}: hardlink target {:?} was removed by a whiteout",
+                                String::from_utf8_lossy(&raw),
+                                String::from_utf8_lossy(&link)
+                            )));
+                        }
+                        fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
+                            .ctx(|| self.ctx("hardlink", &raw))?;
                     }
-                    Some(_) => {}
+                    _ if overlay => {
+                        if lcomps == comps {
+                            // A hardlink to itself: the lower file stays as it is.
+                            return Ok(());
+                        }
+                        self.link_from_lower(&raw, &link, &lcomps, p, &name)?;
+                    }
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "layer entry {:?}: hardlink target {:?} does not exist",
+                            String::from_utf8_lossy(&raw),
+                            String::from_utf8_lossy(&link)
+                        )))
+                    }
                 }
-                fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
-                    .ctx(|| self.ctx("hardlink", &raw))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let kind = match et {
@@ -412,6 +538,60 @@ impl Applier<'_> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Overlay format: the link target is not in this layer; copy it up from the nearest lower
+    /// layer that shows it and link to the copy.
+    fn link_from_lower(
+        &mut self,
+        raw: &[u8],
+        link: &[u8],
+        lcomps: &[OsString],
+        dest_dir: i32,
+        dest_name: &OsStr,
+    ) -> Result<()> {
+        self.invalidate();
+        let Some(lowers) = &self.lowers else {
+            return Err(Error::Invalid(format!(
+                "layer entry {:?}: hardlink target {:?} {}",
+                String::from_utf8_lossy(raw),
+                String::from_utf8_lossy(link),
+                lower_link::NEEDS_LOWER_MARK
+            )));
+        };
+        let found = lower_link::find(self.root.raw(), lowers, raw, link, lcomps)?;
+        let cu = lower_link::copy_up(self.root.raw(), &found, raw, lcomps)?;
+        let tname = &lcomps[lcomps.len() - 1];
+        fsops::linkat(cu.parent.as_raw_fd(), tname, dest_dir, dest_name)
+            .ctx(|| self.ctx("hardlink", raw))?;
+        if cu.is_symlink {
+            self.planted.insert(fsops::key(lcomps));
+        }
+        self.copyup_dir_times.extend(cu.dir_times);
+        self.copied_up.push(lcomps.to_vec());
+        Ok(())
+    }
+
+    /// Overlay format, opaque `dir`: lower content copied up under it is hidden too.
+    fn drop_copied_up_under(&mut self, raw: &[u8], dir: &[OsString]) -> Result<()> {
+        let under: Vec<Vec<OsString>> = self
+            .copied_up
+            .iter()
+            .filter(|c| c.len() > dir.len() && c.starts_with(dir))
+            .cloned()
+            .collect();
+        for c in under {
+            let k = fsops::key(&c);
+            if self.created.contains(&k) {
+                continue;
+            }
+            if let Some(pfd) = self.parent(raw, &c[..c.len() - 1], false)? {
+                fsops::remove_all_at(pfd.as_raw_fd(), &c[c.len() - 1])
+                    .ctx(|| self.ctx("opaque removal under", raw))?;
+            }
+        }
+        self.invalidate();
         Ok(())
     }
 
@@ -524,6 +704,9 @@ impl Applier<'_> {
                 .ctx(|| self.ctx("setting overlay opaque xattr for", raw))?;
                 // Keep the dir: an opaque dir must exist in this layer.
                 self.mark_created(dir);
+                if !self.copied_up.is_empty() {
+                    self.drop_copied_up_under(raw, dir)?;
+                }
             }
             ApplyFormat::Merged => {
                 let base = fsops::key(dir);
@@ -555,7 +738,10 @@ impl Applier<'_> {
 
     fn fix_dir_times(&mut self) -> Result<()> {
         self.invalidate();
-        let times = std::mem::take(&mut self.dir_times);
+        // Copy-up dirs first: a directory entry of this layer wins over the lower's time.
+        // (The list is walked backwards.)
+        let mut times = std::mem::take(&mut self.dir_times);
+        times.extend(std::mem::take(&mut self.copyup_dir_times));
         for (comps, sec, nsec) in times.iter().rev() {
             let raw = fsops::key(comps).into_os_string();
             if comps.is_empty() {

@@ -4,6 +4,7 @@
 use crate::apply::ApplyFormat;
 use crate::error::{Error, Result};
 use crate::layer;
+use crate::layer_stream::LayerStream;
 use crate::resources::Resources;
 use crate::spec::{self, SpecOptions};
 use crate::store::{History, Image, LayerInfo, Store};
@@ -248,16 +249,21 @@ fn unpack_inner(
             if let Some(pb) = &pb {
                 pb.set_length(layers.iter().map(|l| l.2).sum());
             }
-            for (i, (d, _mt, size)) in layers.iter().enumerate() {
-                layer::apply_blob(
-                    store,
-                    d,
-                    *size,
-                    &diff_ids[i],
-                    &rootfs,
-                    ApplyFormat::Merged,
-                    limit,
-                )?;
+            // Each layer decompresses in its own thread; the next one starts while the
+            // current one is extracted.
+            let open = |i: usize| -> Result<Option<LayerStream>> {
+                match layers.get(i) {
+                    Some((d, _mt, size)) => {
+                        LayerStream::open(store, d, *size, &diff_ids[i], limit).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            };
+            let mut next = open(0)?;
+            for (i, (_d, _mt, size)) in layers.iter().enumerate() {
+                let Some(cur) = next.take() else { break };
+                next = open(i + 1)?;
+                layer::apply_stream(cur, &rootfs, ApplyFormat::Merged, limit)?;
                 if let Some(pb) = &pb {
                     pb.inc(*size);
                 }
@@ -460,10 +466,11 @@ pub fn diff(store: &Store, bundle: &Path) -> Result<LayerInfo> {
     // Runtime mount points the image lacks (copy mode knows from its snapshot).
     if meta.mode == Mode::Overlay {
         let img = image_of(store, &meta)?;
+        let layer_dirs = layer::cached_dirs(store, &img)?;
         for d in tree::RUNTIME_DIRS {
             let mut in_image = false;
-            for id in img.diff_ids() {
-                if fs::symlink_metadata(layer::cache_path(store, &id)?.join(d)).is_ok() {
+            for dir in layer_dirs.iter().flatten() {
+                if fs::symlink_metadata(dir.join(d)).is_ok() {
                     in_image = true;
                 }
             }

@@ -16,6 +16,20 @@ pub fn of_bytes(b: &[u8]) -> String {
     finish(h)
 }
 
+/// OCI chain ids of a layer stack (bottom first): the first is its diff_id, each next one
+/// `sha256(<previous chain id> + " " + <diff_id>)`. Names a layer together with all below it.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => of_bytes(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
 /// Validate `sha256:<64 lowercase hex>` and return the hex part (safe to use as a file name).
 pub fn hex_part(digest: &str) -> Result<&str> {
     let hex = digest

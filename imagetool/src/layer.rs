@@ -2,10 +2,12 @@
 //! and the overlay-mode layer cache.
 
 use crate::apply::{self, ApplyFormat};
-use crate::digest::{self, HashReader, TOO_LARGE_MARK};
+use crate::digest::{self, TOO_LARGE_MARK};
 use crate::error::{Error, Result};
+use crate::layer_stream::LayerStream;
+use crate::lower_link;
 use crate::store::{self, Store};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,6 +86,9 @@ fn classify(e: Error, what: &str, limit: u64) -> Error {
 }
 
 /// Apply the layer blob `digest` (whose uncompressed stream must hash to `diff_id`) to `target`.
+///
+/// Decompression and hashing run in a producer thread ([`LayerStream`]) while this thread
+/// extracts, so on two cores inflate and file creation overlap.
 pub fn apply_blob(
     store: &Store,
     digest: &str,
@@ -93,27 +98,42 @@ pub fn apply_blob(
     format: ApplyFormat,
     limit: u64,
 ) -> Result<()> {
-    let what = format!("layer {digest}");
-    let mut blob = store.open_blob(digest, Some(size))?;
-    let r = (|| -> Result<()> {
-        let br = BufReader::with_capacity(256 * 1024, &mut blob);
-        let dec = decompress(br).map_err(|e| Error::io("reading layer header", e))?;
-        let mut hr = HashReader::new(dec, limit, what.clone());
-        apply::apply_layer(target, &mut hr, format)?;
-        let (got, _) = hr.drain().map_err(|e| Error::io("reading layer", e))?;
-        if got != diff_id {
-            return Err(Error::Digest {
-                what: format!("diff_id of {what}"),
-                expected: diff_id.to_string(),
-                actual: got,
-            });
+    let stream = LayerStream::open(store, digest, size, diff_id, limit)?;
+    apply_stream(stream, target, format, limit)
+}
+
+/// Apply an already started [`LayerStream`] to `target` (lets callers start decompressing the
+/// next layer while the previous one is still being extracted).
+pub fn apply_stream(
+    stream: LayerStream,
+    target: &Path,
+    format: ApplyFormat,
+    limit: u64,
+) -> Result<()> {
+    apply_stream_with(stream, target, format, limit, None).map(|_| ())
+}
+
+fn apply_stream_with(
+    stream: LayerStream,
+    target: &Path,
+    format: ApplyFormat,
+    limit: u64,
+    lowers: Option<&[PathBuf]>,
+) -> Result<apply::ApplyStats> {
+    let what = stream.what().to_string();
+    let mut stats = apply::ApplyStats::default();
+    let consumed = match stream.reader() {
+        Some(r) => match lowers {
+            Some(l) => apply::apply_layer_over(target, r, l),
+            None => apply::apply_layer(target, r, format),
         }
-        Ok(())
-    })();
-    r.map_err(|e| classify(e, &what, limit))?;
-    blob.finish()
-        .map_err(|e| store::blob_read_error(digest, e))?;
-    Ok(())
+        .map(|s| stats = s),
+        None => Err(Error::Invalid(format!("{what}: stream already consumed"))),
+    };
+    stream
+        .finish(consumed)
+        .map_err(|e| classify(e, &what, limit))?;
+    Ok(stats)
 }
 
 /// Path of the cached overlay layer for a diff_id.
@@ -121,8 +141,56 @@ pub fn cache_path(store: &Store, diff_id: &str) -> Result<PathBuf> {
     Ok(store.layer_cache().join(digest::hex_part(diff_id)?))
 }
 
+/// Prefix of cache dirs keyed by chain id: layers holding copies of hardlink targets from the
+/// layers below them depend on that stack, not only on their own diff_id.
+pub const CHAIN_DIR_PREFIX: &str = "chain-";
+
+/// Path of the cached overlay layer keyed by its chain id.
+pub fn chain_cache_path(store: &Store, chain_id: &str) -> Result<PathBuf> {
+    Ok(store
+        .layer_cache()
+        .join(format!("{CHAIN_DIR_PREFIX}{}", digest::hex_part(chain_id)?)))
+}
+
+/// The cache dir of every layer of `image` (bottom first) that is already cached.
+pub fn cached_dirs(store: &Store, image: &store::Image) -> Result<Vec<Option<PathBuf>>> {
+    let diff_ids = image.diff_ids();
+    let chains = digest::chain_ids(&diff_ids);
+    let mut out = Vec::with_capacity(diff_ids.len());
+    for (d, c) in diff_ids.iter().zip(&chains) {
+        let cp = chain_cache_path(store, c)?;
+        let dp = cache_path(store, d)?;
+        out.push(if cp.exists() {
+            Some(cp)
+        } else if dp.exists() {
+            Some(dp)
+        } else {
+            None
+        });
+    }
+    Ok(out)
+}
+
+/// How many layers overlay mode extracts at once: `SKIFF_IMAGE_UNPACK_JOBS`, else twice the
+/// CPUs (each layer also has its decompression thread; more layers in flight keep both busy
+/// when one layer has far more files than the others), at most 4 (memory: each holds its
+/// decompressed layer).
+pub fn extract_jobs() -> usize {
+    std::env::var("SKIFF_IMAGE_UNPACK_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(2)
+        })
+        .clamp(1, 4)
+}
+
 /// Make sure every layer of `image` is in the overlay cache, extracting missing ones in
-/// parallel (2 workers). Returns the cache dirs bottom first.
+/// parallel ([`extract_jobs`] workers, largest first). Layers with hardlinks into lower layers are then
+/// extracted again in order, bottom first, with their lower layers at hand (see
+/// [`crate::lower_link`]). Returns the cache dirs bottom first.
 pub fn ensure_cached(
     store: &Store,
     image: &store::Image,
@@ -131,14 +199,13 @@ pub fn ensure_cached(
 ) -> Result<Vec<PathBuf>> {
     let layers = image.layers();
     let diff_ids = image.diff_ids();
-    let mut dirs = Vec::new();
+    let chains = digest::chain_ids(&diff_ids);
+    let mut dirs = cached_dirs(store, image)?;
     let mut todo = Vec::new();
     for (i, (d, _mt, size)) in layers.iter().enumerate() {
-        let p = cache_path(store, &diff_ids[i])?;
-        if !p.exists() {
-            todo.push((d.clone(), *size, diff_ids[i].clone(), p.clone()));
+        if dirs[i].is_none() {
+            todo.push((d.clone(), *size, diff_ids[i].clone()));
         }
-        dirs.push(p);
     }
     // Deduplicate (the same layer may appear twice).
     todo.sort_by(|a, b| a.2.cmp(&b.2));
@@ -150,10 +217,7 @@ pub fn ensure_cached(
     }
     let queue = Mutex::new(todo);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 2);
+    let workers = extract_jobs();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -161,17 +225,22 @@ pub fn ensure_cached(
                     Ok(mut q) => q.pop(),
                     Err(_) => None,
                 };
-                let Some((d, size, diff_id, dest)) = job else {
+                let Some((d, size, diff_id)) = job else {
                     break;
                 };
                 if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = extract_to_cache(store, &d, size, &diff_id, &dest, limit) {
-                    if let Ok(mut fe) = first_err.lock() {
-                        fe.get_or_insert(e);
+                match extract_to_cache(store, &d, size, &diff_id, &diff_id, limit, None) {
+                    Ok(_) => {}
+                    // Needs its lower layers: done below, once they are all cached.
+                    Err(e) if lower_link::needs_lower_layers(&e) => continue,
+                    Err(e) => {
+                        if let Ok(mut fe) = first_err.lock() {
+                            fe.get_or_insert(e);
+                        }
+                        break;
                     }
-                    break;
                 }
                 if let Some(pb) = progress {
                     pb.inc(size);
@@ -182,51 +251,84 @@ pub fn ensure_cached(
     if let Some(e) = first_err.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(dirs)
+    let mut out = Vec::with_capacity(dirs.len());
+    for i in 0..dirs.len() {
+        let dir = match dirs[i].take() {
+            Some(p) => p,
+            None => {
+                let again = cached_dirs(store, image)?;
+                match again.into_iter().nth(i).flatten() {
+                    Some(p) => p,
+                    None => {
+                        let (d, _mt, size) = &layers[i];
+                        let p = extract_to_cache(
+                            store,
+                            d,
+                            *size,
+                            &diff_ids[i],
+                            &chains[i],
+                            limit,
+                            Some(&out),
+                        )?;
+                        if let Some(pb) = progress {
+                            pb.inc(*size);
+                        }
+                        p
+                    }
+                }
+            }
+        };
+        out.push(dir);
+    }
+    Ok(out)
 }
 
+/// Extract one layer into the cache (temp dir + rename). With `lowers`, hardlinks into them are
+/// resolved by copy-up and such a layer is cached under its chain id. Returns its cache dir.
 fn extract_to_cache(
     store: &Store,
     digest: &str,
     size: u64,
     diff_id: &str,
-    dest: &Path,
+    chain_id: &str,
     limit: u64,
-) -> Result<()> {
+    lowers: Option<&[PathBuf]>,
+) -> Result<PathBuf> {
     let tmp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempdir_in(store.layer_cache())
         .map_err(|e| Error::at("creating temp dir in", &store.layer_cache(), e))?;
     let tmp_path = tmp.keep();
+    // The layer dir itself is the overlay lowerdir root: make it world-traversable.
     std::fs::set_permissions(
         &tmp_path,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .map_err(|e| Error::at("chmod", &tmp_path, e))?;
-    let r = apply_blob(
-        store,
-        digest,
-        size,
-        diff_id,
-        &tmp_path,
-        ApplyFormat::Overlay,
-        limit,
-    );
-    if let Err(e) = r {
-        let _ = crate::fsops::remove_tree(&tmp_path);
-        return Err(e);
-    }
-    // The layer dir itself is the overlay lowerdir root: make it world-traversable.
-    match std::fs::rename(&tmp_path, dest) {
-        Ok(()) => Ok(()),
+    let r = LayerStream::open(store, digest, size, diff_id, limit)
+        .and_then(|st| apply_stream_with(st, &tmp_path, ApplyFormat::Overlay, limit, lowers));
+    let stats = match r {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = crate::fsops::remove_tree(&tmp_path);
+            return Err(e);
+        }
+    };
+    let dest = if stats.copied_up > 0 {
+        chain_cache_path(store, chain_id)?
+    } else {
+        cache_path(store, diff_id)?
+    };
+    match std::fs::rename(&tmp_path, &dest) {
+        Ok(()) => Ok(dest),
         Err(_) if dest.exists() => {
             // Someone else cached it concurrently.
             let _ = crate::fsops::remove_tree(&tmp_path);
-            Ok(())
+            Ok(dest)
         }
         Err(e) => {
             let _ = crate::fsops::remove_tree(&tmp_path);
-            Err(Error::at("renaming cached layer into", dest, e))
+            Err(Error::at("renaming cached layer into", &dest, e))
         }
     }
 }

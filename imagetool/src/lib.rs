@@ -14,6 +14,8 @@ pub mod digest;
 pub mod error;
 pub mod fsops;
 pub mod layer;
+pub mod layer_stream;
+pub mod lower_link;
 pub mod network;
 pub mod resources;
 pub mod spec;

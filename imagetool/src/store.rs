@@ -714,8 +714,21 @@ impl Store {
                     if let Ok(cv) = serde_json::from_slice::<Value>(&cb) {
                         if let Some(ids) = cv.pointer("/rootfs/diff_ids").and_then(|x| x.as_array())
                         {
-                            for id in ids.iter().filter_map(|x| x.as_str()) {
+                            let ids: Vec<String> = ids
+                                .iter()
+                                .filter_map(|x| x.as_str())
+                                .map(str::to_string)
+                                .collect();
+                            for id in &ids {
                                 keep_layers.insert(id.trim_start_matches("sha256:").to_string());
+                            }
+                            // Layers cached under their chain id (hardlinks into lower layers).
+                            for c in digest::chain_ids(&ids) {
+                                keep_layers.insert(format!(
+                                    "{}{}",
+                                    crate::layer::CHAIN_DIR_PREFIX,
+                                    c.trim_start_matches("sha256:")
+                                ));
                             }
                         }
                     }

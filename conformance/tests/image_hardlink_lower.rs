@@ -1,0 +1,400 @@
+//! skiff-image: hardlinks to files of a LOWER layer. Overlay mode copies the target up from the
+//! nearest lower layer that shows it (whiteouts and opaque dirs in between honoured) into the
+//! new layer and links to the copy, so the overlay view equals copy mode's tree and umoci's.
+//! Hostile variants (target through a symlink, `..`, whited out, behind an opaque dir) must
+//! fail clearly or give the right result, and never reach outside the bundle.
+
+mod image_support;
+
+use image_support::*;
+use std::path::Path;
+use tar::EntryType;
+
+/// Unpack `tars` in copy and overlay mode (twice: cold and from the cache) and with umoci;
+/// all trees must agree. Returns the copy-mode tree's root for extra checks.
+fn agree(name: &str, tars: Vec<Vec<u8>>, with_umoci: bool) {
+    if !conformance::is_root() {
+        eprintln!("SKIP: {name}: needs root");
+        return;
+    }
+    let t = TestDir::new(&format!("imghl-{name}"));
+    let layout = t.join("layout");
+    layout_from_tars(&layout, &tars);
+    let store = t.join("store");
+    let oref = format!("oci:{}:latest", layout.display());
+    let copy = t.join("copy");
+    ok(
+        &si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                copy.to_str().unwrap_or_default(),
+                "--mode",
+                "copy",
+            ],
+        ),
+        "unpack copy",
+    );
+    let copy_tree = capture(&copy.join("rootfs"), true);
+    for (i, label) in ["overlay (cold)", "overlay (cached)"].iter().enumerate() {
+        let ov = t.join(&format!("overlay{i}"));
+        ok(
+            &si(
+                &store,
+                &[
+                    "unpack",
+                    &oref,
+                    ov.to_str().unwrap_or_default(),
+                    "--mode",
+                    "overlay",
+                ],
+            ),
+            label,
+        );
+        let d = diff_trees(
+            &copy_tree,
+            &capture(&ov.join("rootfs"), true),
+            "copy",
+            label,
+        );
+        ok(
+            &si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert!(
+            d.is_empty(),
+            "{name}: copy and {label} differ:\n{}",
+            d.join("\n")
+        );
+    }
+    if !with_umoci {
+        return;
+    }
+    let Some(umoci) = conformance::bins::umoci() else {
+        eprintln!("SKIP: {name}: umoci comparison (umoci not installed)");
+        return;
+    };
+    let ub = t.join("umoci");
+    let o = std::process::Command::new(umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&ub)
+        .output()
+        .expect("umoci");
+    ok(&o, "umoci unpack");
+    let d = diff_trees(
+        &copy_tree,
+        &capture(&ub.join("rootfs"), true),
+        "skiff-image",
+        "umoci",
+    );
+    assert!(
+        d.is_empty(),
+        "{name}: skiff-image and umoci differ:\n{}",
+        d.join("\n")
+    );
+}
+
+/// Every mode must refuse the image with an error mentioning one of `expect` (per mode), leave
+/// no bundle and no partial cached layer, and write nothing outside the store.
+fn refused(name: &str, tars: Vec<Vec<u8>>, expect: &[(&str, &str)]) {
+    if !conformance::is_root() {
+        eprintln!("SKIP: {name}: needs root");
+        return;
+    }
+    let t = TestDir::new(&format!("imghl-{name}"));
+    let layout = t.join("layout");
+    layout_from_tars(&layout, &tars);
+    let store = t.join("store");
+    let oref = format!("oci:{}:latest", layout.display());
+    for (mode, want) in expect {
+        let bundle = t.join(&format!("b-{mode}"));
+        let mut before = list_all(&t.path);
+        before.retain(|p| !p.starts_with("store"));
+        let o = si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                bundle.to_str().unwrap_or_default(),
+                "--mode",
+                mode,
+            ],
+        );
+        assert!(!o.status.success(), "{name} ({mode}) was accepted");
+        let err = stderr(&o);
+        assert!(
+            err.to_lowercase().contains(&want.to_lowercase()),
+            "{name} ({mode}): error does not mention {want:?}: {err}"
+        );
+        assert!(!bundle.exists(), "{name} ({mode}): bundle left behind");
+        let mut after = list_all(&t.path);
+        after.retain(|p| !p.starts_with("store"));
+        assert_eq!(
+            before, after,
+            "{name} ({mode}): files appeared outside the store"
+        );
+        let partial: Vec<String> = list_all(&store.join("layers"))
+            .into_iter()
+            .filter(|p| p.starts_with(".extract"))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "{name} ({mode}): partial layer left: {partial:?}"
+        );
+        umount_below(&t.path);
+    }
+}
+
+fn base_layer() -> Vec<u8> {
+    Layer::new()
+        .dir("usr", 0o755)
+        .dir_owned("usr/bin", 0o750, 12, 34)
+        .file_owned("usr/bin/tool", 0o4755, 1, 2, b"the tool's bytes")
+        .file("usr/bin/other", 0o644, b"other")
+        .dir("d", 0o755)
+        .file("d/f", 0o600, b"in d")
+        .symlink("s", "usr/bin")
+        .symlink("escape", "/etc")
+        .finish()
+}
+
+#[test]
+fn hardlink_to_lower_layer_file() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .dir("opt", 0o755)
+            .hardlink("opt/tool-link", "usr/bin/tool")
+            // A second link to the same lower file joins the same group.
+            .hardlink("opt/tool-link2", "usr/bin/tool")
+            .finish(),
+    ];
+    agree("basic", tars, true);
+}
+
+#[test]
+fn hardlink_to_lower_file_in_a_deep_directory_the_layer_lacks() {
+    // The new layer has no entry for usr/ or usr/bin/: the copy-up must recreate them with the
+    // lower layer's owner and mode (0750 12:34), or the merged view would change them.
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .hardlink("tool-at-root", "usr/bin/tool")
+            .finish(),
+    ];
+    agree("deep", tars, true);
+}
+
+#[test]
+fn hardlink_to_lower_file_then_whiteout_of_the_target() {
+    // The link keeps the content; the original name is gone.
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .hardlink("keep", "usr/bin/other")
+            .whiteout("usr/bin", "other")
+            .finish(),
+    ];
+    agree("then-whiteout", tars, true);
+}
+
+#[test]
+fn hardlink_to_lower_file_then_opaque_parent() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .hardlink("keep", "d/f")
+            .file("d/new", 0o644, b"new")
+            .opaque("d")
+            .finish(),
+    ];
+    agree("then-opaque", tars, true);
+}
+
+#[test]
+fn hardlink_to_file_two_layers_down_across_a_middle_layer() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .dir("usr", 0o755)
+            .dir_owned("usr/bin", 0o711, 5, 6)
+            .file("usr/bin/middle", 0o644, b"middle")
+            .finish(),
+        Layer::new()
+            .hardlink("a", "usr/bin/tool")
+            .hardlink("b", "usr/bin/middle")
+            .finish(),
+    ];
+    agree("across-middle", tars, true);
+}
+
+#[test]
+fn hardlink_to_lower_file_that_a_middle_layer_whited_out() {
+    let tars = vec![
+        base_layer(),
+        Layer::new().whiteout("usr/bin", "tool").finish(),
+        Layer::new().hardlink("l", "usr/bin/tool").finish(),
+    ];
+    refused(
+        "whited-out",
+        tars,
+        &[("copy", "does not exist"), ("overlay", "whiteout")],
+    );
+}
+
+#[test]
+fn hardlink_to_lower_file_hidden_by_an_opaque_dir() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .dir("d", 0o755)
+            .opaque("d")
+            .file("d/other", 0o644, b"o")
+            .finish(),
+        Layer::new().hardlink("l", "d/f").finish(),
+    ];
+    refused(
+        "opaque-hidden",
+        tars,
+        &[("copy", "does not exist"), ("overlay", "does not exist")],
+    );
+}
+
+#[test]
+fn hardlink_to_lower_file_whited_out_earlier_in_the_same_layer() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .whiteout("usr/bin", "tool")
+            .hardlink("l", "usr/bin/tool")
+            .finish(),
+    ];
+    refused(
+        "same-layer-whiteout",
+        tars,
+        &[("copy", "does not exist"), ("overlay", "whiteout")],
+    );
+}
+
+#[test]
+fn hardlink_to_lower_file_through_a_lower_symlink() {
+    // Copy mode resolves the lower symlink inside the rootfs; overlay mode refuses paths
+    // through symlinks for copy-ups. Either way nothing outside is touched.
+    if !conformance::is_root() {
+        eprintln!("SKIP: through-symlink: needs root");
+        return;
+    }
+    let tars = vec![base_layer(), Layer::new().hardlink("l", "s/tool").finish()];
+    refused("through-symlink", tars.clone(), &[("overlay", "symlink")]);
+    let t = TestDir::new("imghl-through-symlink-copy");
+    let layout = t.join("layout");
+    layout_from_tars(&layout, &tars);
+    let store = t.join("store");
+    let b = t.join("b");
+    ok(
+        &si(
+            &store,
+            &[
+                "unpack",
+                &format!("oci:{}:latest", layout.display()),
+                b.to_str().unwrap_or_default(),
+                "--mode",
+                "copy",
+            ],
+        ),
+        "copy mode",
+    );
+    let got = std::fs::read(b.join("rootfs/l")).expect("link");
+    assert_eq!(got, b"the tool's bytes");
+}
+
+#[test]
+fn hardlink_through_lower_symlink_to_host_is_refused() {
+    // escape -> /etc: must never link the host's /etc/passwd.
+    let tars = vec![
+        base_layer(),
+        Layer::new().hardlink("pw", "escape/passwd").finish(),
+    ];
+    refused(
+        "escape-symlink",
+        tars,
+        &[("copy", "does not exist"), ("overlay", "symlink")],
+    );
+}
+
+#[test]
+fn hardlink_to_lower_layer_via_dotdot_is_refused() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .raw(b"l", EntryType::Link, Some(b"usr/../../etc/passwd"), b"")
+            .finish(),
+    ];
+    refused(
+        "dotdot",
+        tars,
+        &[("copy", "outside"), ("overlay", "outside")],
+    );
+}
+
+#[test]
+fn hardlink_to_lower_directory_is_refused() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .raw(b"l", EntryType::Link, Some(b"usr/bin"), b"")
+            .finish(),
+    ];
+    refused(
+        "to-dir",
+        tars,
+        &[("copy", "directory"), ("overlay", "directory")],
+    );
+}
+
+#[test]
+fn shared_upper_layer_over_different_lowers_gets_each_stack_own_copy() {
+    // The same second layer (same diff_id) over two different first layers: its cached copy-up
+    // depends on the stack below, so it must be cached per chain, not per diff_id.
+    if !conformance::is_root() {
+        eprintln!("SKIP: shared-upper: needs root");
+        return;
+    }
+    let t = TestDir::new("imghl-shared");
+    let store = t.join("store");
+    let upper = Layer::new().hardlink("l", "f").finish();
+    for content in [&b"first stack"[..], &b"second stack"[..]] {
+        let tag = content.len();
+        let layout = t.join(&format!("layout{tag}"));
+        layout_from_tars(
+            &layout,
+            &[
+                Layer::new().file("f", 0o644, content).finish(),
+                upper.clone(),
+            ],
+        );
+        let b = t.join(&format!("b{tag}"));
+        ok(
+            &si(
+                &store,
+                &[
+                    "unpack",
+                    &format!("oci:{}:latest", layout.display()),
+                    b.to_str().unwrap_or_default(),
+                    "--mode",
+                    "overlay",
+                ],
+            ),
+            "unpack overlay",
+        );
+        let got = std::fs::read(b.join("rootfs/l")).expect("read link");
+        ok(
+            &si(&store, &["rm-bundle", b.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert_eq!(got, content, "hardlink content of stack {tag}");
+    }
+    assert!(Path::new(&store.join("layers")).exists());
+}

@@ -1,0 +1,292 @@
+//! Hardlinks in an overlay-format layer whose target exists only in a lower layer.
+//!
+//! An overlay lower dir cannot hold a hardlink to an inode of another lower dir, so, as
+//! overlayfs' own copy-up (and containerd's apply onto a mounted snapshot) would, the target is
+//! copied from the nearest lower layer that shows it into this layer and the link is made to the
+//! copy; in the merged view both names then share one inode, as in copy mode. The target is
+//! looked up following overlayfs' visibility rules: a whiteout or an opaque directory in this
+//! layer or in any layer in between hides what lies below. Every path is walked one component
+//! at a time with O_NOFOLLOW inside each layer dir; a symlink or non-directory on the way is
+//! refused, so nothing outside the layer dirs is ever read or written.
+
+use crate::apply::OVERLAY_OPAQUE_XATTR;
+use crate::error::{Error, IoContext, Result};
+use crate::fsops::{self, RootDir};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Marker in the error raised when such a hardlink is met but no lower layers were supplied
+/// (the caller extracts that layer again once its lower layers are cached).
+pub const NEEDS_LOWER_MARK: &str = "is only in a lower layer";
+
+/// Whether `e` is the error of a hardlink to a lower layer met without lower layers at hand.
+pub fn needs_lower_layers(e: &Error) -> bool {
+    matches!(e, Error::Invalid(m) if m.contains(NEEDS_LOWER_MARK))
+}
+
+/// Where the link target was found.
+pub(crate) struct Found {
+    /// For each parent directory of the target: the topmost lower dir providing it.
+    parent_sources: Vec<OwnedFd>,
+    /// The lower directory holding the target.
+    src_dir: OwnedFd,
+    /// The target's stat.
+    st: libc::stat,
+}
+
+fn ftype(st: &libc::stat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+/// A 0/0 character device: overlayfs' whiteout.
+fn is_whiteout(st: &libc::stat) -> bool {
+    ftype(st) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+fn is_opaque(fd: RawFd) -> bool {
+    fsops::get_xattr_fd(fd, OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref() == Some(b"y")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
+    fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
+}
+
+/// Find `target` (clean components) in the merged view of `layer` (the layer being extracted,
+/// topmost) over `lowers` (bottom first), in a lower layer.
+pub(crate) fn find(
+    layer: RawFd,
+    lowers: &[RootDir],
+    raw: &[u8],
+    link: &[u8],
+    target: &[OsString],
+) -> Result<Found> {
+    let not_found = |why: &str| {
+        Error::Invalid(format!(
+            "layer entry {:?}: hardlink target {:?} {why}",
+            text(raw),
+            text(link)
+        ))
+    };
+    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    let dup = |fd: RawFd| -> Result<OwnedFd> {
+        fsops::openat(fd, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)
+            .ctx(|| ctx("opening a layer for"))
+    };
+    let Some((name, parents)) = target.split_last() else {
+        return Err(Error::hostile(raw, "hardlink to the root directory"));
+    };
+    // This layer's directory at the current level, while it has one.
+    let mut here = Some(dup(layer)?);
+    // Lower dirs still contributing at the current level, topmost first.
+    let mut cands: Vec<OwnedFd> = Vec::new();
+    for l in lowers.iter().rev() {
+        cands.push(dup(l.raw())?);
+    }
+    let mut parent_sources = Vec::new();
+    for comp in parents {
+        if let Some(h) = here.take() {
+            match fsops::lstat_at(h.as_raw_fd(), comp).ctx(|| ctx("looking up"))? {
+                None => {}
+                Some(st) if is_whiteout(&st) => return Err(not_found("was removed by a whiteout")),
+                Some(st) if ftype(&st) == libc::S_IFDIR => {
+                    let fd = open_dir_at(h.as_raw_fd(), comp).ctx(|| ctx("opening"))?;
+                    if is_opaque(fd.as_raw_fd()) {
+                        cands.clear();
+                    }
+                    here = Some(fd);
+                }
+                Some(st) if ftype(&st) == libc::S_IFLNK => {
+                    return Err(Error::hostile(
+                        raw,
+                        format!("hardlink target {:?} goes through a symlink", text(link)),
+                    ))
+                }
+                Some(_) => return Err(not_found("has a non-directory in its path")),
+            }
+        }
+        let mut next: Vec<OwnedFd> = Vec::new();
+        for c in &cands {
+            match fsops::lstat_at(c.as_raw_fd(), comp).ctx(|| ctx("looking up"))? {
+                None => continue,
+                Some(st) if is_whiteout(&st) => break,
+                Some(st) if ftype(&st) == libc::S_IFDIR => {
+                    let fd = open_dir_at(c.as_raw_fd(), comp).ctx(|| ctx("opening"))?;
+                    let opaque = is_opaque(fd.as_raw_fd());
+                    next.push(fd);
+                    if opaque {
+                        break;
+                    }
+                }
+                Some(st) => {
+                    // A non-directory hides what lies below it; on top it breaks the path.
+                    if next.is_empty() && here.is_none() {
+                        if ftype(&st) == libc::S_IFLNK {
+                            return Err(Error::hostile(
+                                raw,
+                                format!("hardlink target {:?} goes through a symlink", text(link)),
+                            ));
+                        }
+                        return Err(not_found("has a non-directory in its path"));
+                    }
+                    break;
+                }
+            }
+        }
+        cands = next;
+        let Some(top) = cands.first() else {
+            return Err(not_found("does not exist"));
+        };
+        parent_sources.push(dup(top.as_raw_fd())?);
+    }
+    if let Some(h) = &here {
+        if let Some(st) = fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
+            if is_whiteout(&st) {
+                return Err(not_found("was removed by a whiteout"));
+            }
+        }
+    }
+    for c in &cands {
+        match fsops::lstat_at(c.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
+            None => continue,
+            Some(st) if is_whiteout(&st) => {
+                return Err(not_found("was removed by a whiteout in a lower layer"))
+            }
+            Some(st) if ftype(&st) == libc::S_IFDIR => {
+                return Err(Error::hostile(raw, "hardlink to a directory"))
+            }
+            Some(st) => {
+                return Ok(Found {
+                    parent_sources,
+                    src_dir: dup(c.as_raw_fd())?,
+                    st,
+                })
+            }
+        }
+    }
+    Err(not_found("does not exist"))
+}
+
+/// What a copy-up made in this layer.
+pub(crate) struct CopiedUp {
+    /// The directory (in this layer) now holding the copy.
+    pub parent: OwnedFd,
+    /// Directories created on the way, with the lower dir's mtime to restore at the end.
+    pub dir_times: Vec<(Vec<OsString>, i64, i64)>,
+    /// The copy is a symlink (later entries must never resolve through it).
+    pub is_symlink: bool,
+}
+
+fn copy_xattrs(src: RawFd, src_is_path: bool, dst: RawFd, dst_is_path: bool) -> io::Result<()> {
+    for (k, v) in fsops::list_xattrs_fd(src, src_is_path)? {
+        if k.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        fsops::set_xattr_fd(dst, dst_is_path, &k, &v)?;
+    }
+    Ok(())
+}
+
+/// Copy the found target into this layer at `target`, creating its missing parent directories
+/// with the attributes of the lower directories they stand for.
+pub(crate) fn copy_up(
+    layer: RawFd,
+    found: &Found,
+    raw: &[u8],
+    target: &[OsString],
+) -> Result<CopiedUp> {
+    let ctx = |what: &str| {
+        format!(
+            "{what} while copying up the hardlink target of {:?}",
+            text(raw)
+        )
+    };
+    let Some((name, parents)) = target.split_last() else {
+        return Err(Error::hostile(raw, "hardlink to the root directory"));
+    };
+    let mut cur = fsops::openat(layer, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)
+        .ctx(|| ctx("opening layer"))?;
+    let mut dir_times = Vec::new();
+    for (i, comp) in parents.iter().enumerate() {
+        match fsops::lstat_at(cur.as_raw_fd(), comp).ctx(|| ctx("stat"))? {
+            Some(st) if ftype(&st) == libc::S_IFDIR => {}
+            Some(_) => return Err(Error::hostile(raw, "copy-up path is not a directory")),
+            None => {
+                let src = &found.parent_sources[i];
+                let sst = fsops::fstat(src.as_raw_fd()).ctx(|| ctx("stat lower dir"))?;
+                fsops::mkdirat(cur.as_raw_fd(), comp, 0o700).ctx(|| ctx("mkdir"))?;
+                let d = fsops::openat(cur.as_raw_fd(), comp, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .ctx(|| ctx("open"))?;
+                fsops::fchown(d.as_raw_fd(), sst.st_uid, sst.st_gid).ctx(|| ctx("chown"))?;
+                fsops::fchmod(d.as_raw_fd(), sst.st_mode & 0o7777).ctx(|| ctx("chmod"))?;
+                copy_xattrs(src.as_raw_fd(), true, d.as_raw_fd(), false)
+                    .ctx(|| ctx("copying xattrs"))?;
+                dir_times.push((parents[..=i].to_vec(), sst.st_mtime, sst.st_mtime_nsec));
+            }
+        }
+        cur = open_dir_at(cur.as_raw_fd(), comp).ctx(|| ctx("open"))?;
+    }
+    let st = &found.st;
+    let src = found.src_dir.as_raw_fd();
+    let dir = cur.as_raw_fd();
+    let kind = ftype(st);
+    match kind {
+        libc::S_IFREG => {
+            let sfd = fsops::openat(src, name, libc::O_RDONLY, 0).ctx(|| ctx("open lower file"))?;
+            let sst = fsops::fstat(sfd.as_raw_fd()).ctx(|| ctx("stat lower file"))?;
+            if ftype(&sst) != libc::S_IFREG {
+                return Err(Error::Invalid(format!(
+                    "layer entry {:?}: hardlink target changed while copying it up",
+                    text(raw)
+                )));
+            }
+            let dfd = fsops::openat(
+                dir,
+                name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )
+            .ctx(|| ctx("create"))?;
+            let mut s = std::fs::File::from(sfd);
+            let mut d = std::fs::File::from(dfd);
+            io::copy(&mut s, &mut d).ctx(|| ctx("copy"))?;
+            fsops::fchown(d.as_raw_fd(), sst.st_uid, sst.st_gid).ctx(|| ctx("chown"))?;
+            fsops::fchmod(d.as_raw_fd(), sst.st_mode & 0o7777).ctx(|| ctx("chmod"))?;
+            copy_xattrs(s.as_raw_fd(), false, d.as_raw_fd(), false)
+                .ctx(|| ctx("copying xattrs"))?;
+            fsops::futimes(d.as_raw_fd(), sst.st_mtime, sst.st_mtime_nsec)
+                .ctx(|| ctx("set times"))?;
+        }
+        libc::S_IFLNK => {
+            let t = fsops::readlinkat(src, name).ctx(|| ctx("readlink"))?;
+            fsops::symlinkat(&t, dir, name).ctx(|| ctx("symlink"))?;
+            fsops::lchownat(dir, name, st.st_uid, st.st_gid).ctx(|| ctx("chown"))?;
+            fsops::lutimesat(dir, name, st.st_mtime, st.st_mtime_nsec).ctx(|| ctx("set times"))?;
+        }
+        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => {
+            fsops::mknodat(dir, name, kind | 0o600, st.st_rdev).ctx(|| ctx("mknod"))?;
+            fsops::lchownat(dir, name, st.st_uid, st.st_gid).ctx(|| ctx("chown"))?;
+            fsops::chmodat(dir, name, st.st_mode & 0o7777).ctx(|| ctx("chmod"))?;
+            let sp = fsops::openat(src, name, libc::O_PATH, 0).ctx(|| ctx("open lower node"))?;
+            let dp = fsops::openat(dir, name, libc::O_PATH, 0).ctx(|| ctx("open"))?;
+            copy_xattrs(sp.as_raw_fd(), true, dp.as_raw_fd(), true)
+                .ctx(|| ctx("copying xattrs"))?;
+            fsops::lutimesat(dir, name, st.st_mtime, st.st_mtime_nsec).ctx(|| ctx("set times"))?;
+        }
+        _ => {
+            return Err(Error::Invalid(format!(
+                "layer entry {:?}: hardlink target has an unsupported file type",
+                text(raw)
+            )))
+        }
+    }
+    Ok(CopiedUp {
+        parent: cur,
+        dir_times,
+        is_symlink: kind == libc::S_IFLNK,
+    })
+}
