@@ -64,7 +64,11 @@ impl Systemd {
     /// (`DBUS_SYSTEM_BUS_ADDRESS`, else unix:path=/run/dbus/system_bus_socket), as runc does.
     pub fn connect() -> Result<Self, CgroupError> {
         let helper = helper_path()?;
-        let mut cmd = Command::new(&helper);
+        Self::connect_with(Command::new(&helper), &helper)
+    }
+
+    /// [`Systemd::connect`] through the helper command `cmd` (`helper` names it in errors).
+    fn connect_with(mut cmd: Command, helper: &Path) -> Result<Self, CgroupError> {
         // Only what the D-Bus client needs from our environment.
         cmd.env_clear();
         if let Some(addr) = std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS") {
@@ -246,5 +250,38 @@ mod tests {
         );
         // A sealed memfd copy has no useful directory.
         assert!(find_helper(Some(Path::new("/memfd:skiff (deleted)")), None).is_err());
+    }
+
+    fn fake(script: &str) -> Result<Systemd, CgroupError> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(script);
+        Systemd::connect_with(cmd, Path::new("/bin/sh"))
+    }
+
+    #[test]
+    fn helper_errors_reach_the_caller() {
+        // The helper's message is passed through unchanged.
+        let e = fake(r#"read l; echo '{"error":"--systemd-cgroup: no bus here"}'"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("--systemd-cgroup: no bus here"), "{e}");
+        // A helper that dies is named.
+        let e = fake("exit 3")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("skiff-systemd") && e.contains("exited"), "{e}");
+        // A working exchange: connect, then version and a unit property.
+        let mut sd = fake(
+            r#"read l; echo '"ok"'; read l; echo '{"version":252}'; read l; echo '{"str":"/x.scope"}'"#,
+        )
+        .expect("connect");
+        assert_eq!(sd.version(), 252);
+        assert_eq!(
+            sd.unit_string("x.scope", "org.freedesktop.systemd1.Scope", "ControlGroup")
+                .as_deref(),
+            Some("/x.scope")
+        );
     }
 }
