@@ -259,6 +259,23 @@ fn systemd_cgroup_driver_in_qemu() {
     if !stripped {
         std::fs::copy(&skiff, guest.join("skiff")).expect("copy skiff");
     }
+    // skiff's D-Bus helper, which skiff looks for in its own directory.
+    let helper = skiff.with_file_name("skiff-systemd");
+    assert!(
+        helper.is_file(),
+        "{} is missing: build the whole skiff package (cargo build -p skiff), or install it next to $SKIFF_BIN",
+        helper.display()
+    );
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(guest.join("skiff-systemd"))
+        .arg(&helper)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(&helper, guest.join("skiff-systemd")).expect("copy skiff-systemd");
+    }
 
     // SKIFF_SYSTEMD_GUEST_CGROUP=hybrid boots systemd with its hybrid layout (v1 controllers, as on
     // the development host) instead of pure cgroup v2.

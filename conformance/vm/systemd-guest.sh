@@ -163,5 +163,16 @@ check_has sd5-no-bus-error "system bus" "$OUT"
 check sd5-no-bus-no-unit "not-found" "$(prop skiff-sd5.scope LoadState)"
 check sd5-no-bus-no-state "" "$(ls /run/skiff 2>/dev/null | grep sd5)"
 
+# 6. without the D-Bus helper next to skiff (nor on PATH): an error naming it, no unit, no state
+if mv $G/skiff-systemd $G/skiff-systemd.off; then
+  OUT=$($S create --bundle $G/bundles/sd5 sd6 2>&1)
+  mv $G/skiff-systemd.off $G/skiff-systemd
+  check_has sd6-no-helper-error "skiff-systemd was not found in $G" "$OUT"
+  check sd6-no-helper-no-unit "not-found" "$(prop skiff-sd6.scope LoadState)"
+  check sd6-no-helper-no-state "" "$(ls /run/skiff 2>/dev/null | grep sd6)"
+else
+  fail sd6-no-helper "cannot move $G/skiff-systemd away"
+fi
+
 echo "guest: skiff scopes left: [$(systemctl list-units --all --no-legend 'skiff-*.scope' 2>&1 | tr '\n' ' ')], uptime $(cut -d' ' -f1 /proc/uptime)s"
 echo "RESULT DONE"

@@ -227,7 +227,7 @@ impl CgroupManager {
         };
         if let Some(unit) = &self.systemd {
             // systemd creates the scope's cgroup(s) with `pid` in them; a failed start leaves
-            // no unit behind (bus::start_transient_unit resets it).
+            // no unit behind (the skiff-systemd helper resets it).
             systemd::start(
                 unit,
                 &self.path,

@@ -1,208 +1,223 @@
-//! A small blocking client for systemd's manager D-Bus API (org.freedesktop.systemd1), used only
-//! by `--systemd-cgroup`: starting, changing and stopping a container's transient scope unit.
-use std::time::{Duration, Instant};
+//! skiff's side of the systemd manager client: a `skiff-systemd` helper process that speaks
+//! D-Bus for us (see [`super::protocol`]), started once per connection.
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use zbus::blocking::connection::Builder;
-use zbus::blocking::Connection;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
-
+use super::protocol::{Property, Request, Response, HELPER_NAME};
 use crate::cgroups::CgroupError;
 
-const DEST: &str = "org.freedesktop.systemd1";
-const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
-/// How long a start or stop job may take before we give up (runc waits 30 s too).
-const JOB_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One unit property as sent to systemd: name and D-Bus value.
-pub type Property = (&'static str, Value<'static>);
-
-/// An open connection to systemd's manager.
+/// An open connection to systemd's manager, through the helper process.
 pub struct Systemd {
-    conn: Connection,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
 }
 
-fn bus_error(what: &str, e: zbus::Error) -> CgroupError {
-    CgroupError::Invalid(format!("--systemd-cgroup: {what}: {e}"))
+fn invalid(msg: String) -> CgroupError {
+    CgroupError::Invalid(msg)
 }
 
-/// The D-Bus error name of a method error reply, if `e` is one.
-fn error_name(e: &zbus::Error) -> Option<&str> {
-    match e {
-        zbus::Error::MethodError(name, _, _) => Some(name.as_str()),
-        _ => None,
+/// Where the helper is: next to the running skiff, else on PATH.
+///
+/// cgroups are set up by the skiff process started from the installed binary (only the
+/// container's init re-executes a sealed copy, see `sealed_exe`), so /proc/self/exe names the
+/// real file; a sealed memfd copy (`/memfd:skiff (deleted)`) has no usable directory and falls
+/// through to PATH.
+pub fn helper_path() -> Result<PathBuf, CgroupError> {
+    find_helper(
+        std::env::current_exe().ok().as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    )
+}
+
+/// [`helper_path`] for a given executable path and PATH value.
+fn find_helper(exe: Option<&Path>, path: Option<&OsStr>) -> Result<PathBuf, CgroupError> {
+    let beside = exe.and_then(Path::parent).map(|d| d.join(HELPER_NAME));
+    if let Some(p) = beside.as_ref().filter(|p| p.is_file()) {
+        return Ok(p.clone());
     }
+    for dir in path
+        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let p = dir.join(HELPER_NAME);
+        if dir.is_absolute() && p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(invalid(format!(
+        "--systemd-cgroup: the D-Bus helper {HELPER_NAME} was not found {}or on PATH; \
+         install it in the same directory as skiff",
+        beside
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| format!("in {} ", d.display()))
+            .unwrap_or_default()
+    )))
 }
 
 impl Systemd {
-    /// Connect to systemd through the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
-    /// unix:path=/run/dbus/system_bus_socket), as runc does.
-    ///
-    /// systemd's private socket (/run/systemd/private) is not used: systemd sends its replies
-    /// there with a well-known name as the sender, which zbus rejects as an invalid unique name.
+    /// Start the helper and connect it to systemd through the system bus
+    /// (`DBUS_SYSTEM_BUS_ADDRESS`, else unix:path=/run/dbus/system_bus_socket), as runc does.
     pub fn connect() -> Result<Self, CgroupError> {
-        let conn = Builder::system()
-            .and_then(|b| b.method_timeout(JOB_TIMEOUT).build())
-            .map_err(|e| {
-                bus_error(
-                    "connecting to systemd through the D-Bus system bus (is dbus running? \
-                     DBUS_SYSTEM_BUS_ADDRESS or /run/dbus/system_bus_socket)",
-                    e,
-                )
-            })?;
-        Ok(Self { conn })
+        let helper = helper_path()?;
+        Self::connect_with(Command::new(&helper), &helper)
     }
 
-    fn manager_call<B>(&self, method: &str, body: &B) -> zbus::Result<zbus::Message>
-    where
-        B: serde::Serialize + zbus::zvariant::DynamicType,
-    {
-        self.conn
-            .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), method, body)
+    /// [`Systemd::connect`] through the helper command `cmd` (`helper` names it in errors).
+    fn connect_with(mut cmd: Command, helper: &Path) -> Result<Self, CgroupError> {
+        // Only what the D-Bus client needs from our environment.
+        cmd.env_clear();
+        if let Some(addr) = std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS") {
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", addr);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: the closure only makes the async-signal-safe close_range syscall, so no fd
+        // we hold (state dir locks, container sockets, the pty master) reaches the helper.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            invalid(format!(
+                "--systemd-cgroup: starting the D-Bus helper {}: {e}",
+                helper.display()
+            ))
+        })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(invalid(
+                "--systemd-cgroup: the D-Bus helper has no stdin/stdout pipes".into(),
+            ));
+        };
+        let mut sd = Self {
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+        };
+        match sd.call(&Request::Connect)? {
+            Response::Ok => Ok(sd),
+            other => Err(sd.unexpected(other)),
+        }
     }
 
-    /// A property of object `path` (interface `iface`).
-    fn property(&self, path: &str, iface: &str, name: &str) -> zbus::Result<OwnedValue> {
-        let reply =
-            self.conn
-                .call_method(Some(DEST), path, Some(PROPERTIES), "Get", &(iface, name))?;
-        reply.body().deserialize::<OwnedValue>()
+    /// Send one request and read its response; a helper error becomes a CgroupError.
+    fn call(&mut self, req: &Request) -> Result<Response, CgroupError> {
+        let broken = |e: String| {
+            invalid(format!(
+                "--systemd-cgroup: talking to the D-Bus helper {HELPER_NAME}: {e}"
+            ))
+        };
+        let mut line = serde_json::to_string(req).map_err(|e| broken(e.to_string()))?;
+        line.push('\n');
+        let stdin = self.stdin.as_mut().ok_or_else(|| broken("closed".into()))?;
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|e| broken(e.to_string()))?;
+        let mut answer = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut answer)
+            .map_err(|e| broken(e.to_string()))?;
+        if n == 0 {
+            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(broken(format!("it exited unexpectedly ({status})")));
+        }
+        match serde_json::from_str::<Response>(&answer) {
+            Ok(Response::Error(msg)) => Err(invalid(msg)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(broken(format!("bad response {:?}: {e}", answer.trim_end()))),
+        }
+    }
+
+    fn unexpected(&self, r: Response) -> CgroupError {
+        invalid(format!(
+            "--systemd-cgroup: unexpected answer from the D-Bus helper {HELPER_NAME}: {r:?}"
+        ))
     }
 
     /// systemd's major version (0 when unknown), to leave out properties it does not know.
-    pub fn version(&self) -> u32 {
-        self.property(MANAGER_PATH, MANAGER, "Version")
-            .ok()
-            .and_then(|v| String::try_from(v).ok())
-            .map(|s| parse_version(&s))
-            .unwrap_or(0)
+    pub fn version(&mut self) -> u32 {
+        match self.call(&Request::Version) {
+            Ok(Response::Version(v)) => v,
+            _ => 0,
+        }
     }
 
-    /// Start transient unit `name` with `props` and wait until systemd has finished the job.
-    ///
-    /// A leftover failed unit of the same name is reset and the start retried once, as runc does.
-    pub fn start_transient_unit(&self, name: &str, props: &[Property]) -> Result<(), CgroupError> {
-        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
-        let mut retried = false;
-        let job = loop {
-            match self.manager_call("StartTransientUnit", &(name, "replace", props, &aux)) {
-                Ok(reply) => {
-                    break reply
-                        .body()
-                        .deserialize::<OwnedObjectPath>()
-                        .map_err(|e| bus_error("StartTransientUnit reply", e))?
-                }
-                Err(e)
-                    if !retried
-                        && error_name(&e) == Some("org.freedesktop.systemd1.UnitExists") =>
-                {
-                    retried = true;
-                    self.reset_failed(name);
-                }
-                Err(e) => {
-                    return Err(bus_error(
-                        &format!("systemd refused to start unit {name}"),
-                        e,
-                    ))
-                }
-            }
-        };
-        self.wait_job(&job, name)?;
-        match self.active_state(name).as_deref() {
-            Some("active") | Some("activating") => Ok(()),
-            state => {
-                self.reset_failed(name);
-                Err(CgroupError::Invalid(format!(
-                    "--systemd-cgroup: systemd did not start unit {name} (state {})",
-                    state.unwrap_or("gone")
-                )))
-            }
+    fn expect_ok(&mut self, req: &Request) -> Result<(), CgroupError> {
+        match self.call(req)? {
+            Response::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
         }
+    }
+
+    /// Start transient unit `name` with `props` and wait until systemd has finished the job
+    /// (a leftover failed unit of the same name is reset and the start retried once).
+    pub fn start_transient_unit(
+        &mut self,
+        name: &str,
+        props: Vec<Property>,
+    ) -> Result<(), CgroupError> {
+        self.expect_ok(&Request::StartTransientUnit {
+            name: name.into(),
+            props,
+        })
     }
 
     /// Stop unit `name` (waiting for the job) and clear a failed state so systemd forgets it.
     /// A unit that no longer exists counts as stopped.
-    pub fn stop_unit(&self, name: &str) -> Result<(), CgroupError> {
-        let result = match self.manager_call("StopUnit", &(name, "replace")) {
-            Ok(reply) => match reply.body().deserialize::<OwnedObjectPath>() {
-                Ok(job) => self.wait_job(&job, name),
-                Err(e) => Err(bus_error("StopUnit reply", e)),
-            },
-            Err(e) if error_name(&e) == Some("org.freedesktop.systemd1.NoSuchUnit") => Ok(()),
-            Err(e) => Err(bus_error(&format!("stopping unit {name}"), e)),
-        };
-        self.reset_failed(name);
-        result
+    pub fn stop_unit(&mut self, name: &str) -> Result<(), CgroupError> {
+        self.expect_ok(&Request::StopUnit { name: name.into() })
     }
 
     /// Change properties of a running unit (runtime only, like `systemctl set-property --runtime`).
-    pub fn set_unit_properties(&self, name: &str, props: &[Property]) -> Result<(), CgroupError> {
+    pub fn set_unit_properties(
+        &mut self,
+        name: &str,
+        props: Vec<Property>,
+    ) -> Result<(), CgroupError> {
         if props.is_empty() {
             return Ok(());
         }
-        self.manager_call("SetUnitProperties", &(name, true, props))
-            .map(|_| ())
-            .map_err(|e| bus_error(&format!("setting properties of unit {name}"), e))
+        self.expect_ok(&Request::SetUnitProperties {
+            name: name.into(),
+            props,
+        })
     }
 
-    /// Forget a failed unit (errors ignored: there may be nothing to reset).
-    pub fn reset_failed(&self, name: &str) {
-        let _ = self.manager_call("ResetFailedUnit", &(name,));
-    }
-
-    /// The unit's object path, None when systemd does not know it (any more).
-    fn unit_path(&self, name: &str) -> Option<OwnedObjectPath> {
-        self.manager_call("GetUnit", &(name,))
-            .ok()?
-            .body()
-            .deserialize::<OwnedObjectPath>()
-            .ok()
-    }
-
-    /// A string property of unit `name` (e.g. `ActiveState`, or `ControlGroup` of a scope).
-    pub fn unit_string(&self, name: &str, iface: &str, prop: &str) -> Option<String> {
-        let path = self.unit_path(name)?;
-        let v = self.property(path.as_str(), iface, prop).ok()?;
-        String::try_from(v).ok()
-    }
-
-    fn active_state(&self, name: &str) -> Option<String> {
-        self.unit_string(name, "org.freedesktop.systemd1.Unit", "ActiveState")
-    }
-
-    /// Wait (bounded) until job `job` is gone from systemd's queue, which is when it has finished.
-    fn wait_job(&self, job: &OwnedObjectPath, unit: &str) -> Result<(), CgroupError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match self.property(job.as_str(), "org.freedesktop.systemd1.Job", "State") {
-                // Still queued or running.
-                Ok(_) => {}
-                // The job object is removed when the job completes.
-                Err(e) if error_name(&e).is_some() => return Ok(()),
-                Err(e) => return Err(bus_error(&format!("waiting for the job of {unit}"), e)),
-            }
-            if start.elapsed() > JOB_TIMEOUT {
-                return Err(CgroupError::Invalid(format!(
-                    "--systemd-cgroup: timed out after {}s waiting for systemd's job on unit {unit}",
-                    JOB_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+    /// A string property of unit `name` (e.g. `ControlGroup` of a scope); None when unknown.
+    pub fn unit_string(&mut self, name: &str, iface: &str, prop: &str) -> Option<String> {
+        match self.call(&Request::UnitString {
+            name: name.into(),
+            iface: iface.into(),
+            prop: prop.into(),
+        }) {
+            Ok(Response::Str(s)) => s,
+            _ => None,
         }
     }
 }
 
-/// The major number of systemd's `Version` property ("252.39-1~deb12u2", "v245.4-1.fc32").
-pub fn parse_version(s: &str) -> u32 {
-    let digits: String = s
-        .trim_start_matches(['"', 'v'])
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap_or(0)
+impl Drop for Systemd {
+    /// Closing stdin makes the helper exit; reap it so no zombie is left.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]
@@ -210,10 +225,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions() {
-        assert_eq!(parse_version("252.39-1~deb12u2"), 252);
-        assert_eq!(parse_version("v245.4-1.fc32"), 245);
-        assert_eq!(parse_version("\"249\""), 249);
-        assert_eq!(parse_version("junk"), 0);
+    fn finds_helper_beside_then_on_path() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        let exe = a.path().join("skiff");
+        let path = std::env::join_paths([Path::new("relative"), b.path()]).expect("PATH");
+        // Nowhere: the error names the helper and where it was looked for.
+        let e = find_helper(Some(&exe), Some(&path))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("skiff-systemd"), "{e}");
+        assert!(e.contains(&a.path().display().to_string()), "{e}");
+        // On PATH.
+        std::fs::write(b.path().join(HELPER_NAME), "").expect("write");
+        assert_eq!(
+            find_helper(Some(&exe), Some(&path)).ok(),
+            Some(b.path().join(HELPER_NAME))
+        );
+        // Beside skiff wins.
+        std::fs::write(a.path().join(HELPER_NAME), "").expect("write");
+        assert_eq!(
+            find_helper(Some(&exe), Some(&path)).ok(),
+            Some(a.path().join(HELPER_NAME))
+        );
+        // A sealed memfd copy has no useful directory.
+        assert!(find_helper(Some(Path::new("/memfd:skiff (deleted)")), None).is_err());
+    }
+
+    fn fake(script: &str) -> Result<Systemd, CgroupError> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(script);
+        Systemd::connect_with(cmd, Path::new("/bin/sh"))
+    }
+
+    #[test]
+    fn helper_errors_reach_the_caller() {
+        // The helper's message is passed through unchanged.
+        let e = fake(r#"read l; echo '{"error":"--systemd-cgroup: no bus here"}'"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("--systemd-cgroup: no bus here"), "{e}");
+        // A helper that dies is named.
+        let e = fake("exit 3")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("skiff-systemd") && e.contains("exited"), "{e}");
+        // A working exchange: connect, then version and a unit property.
+        let mut sd = fake(
+            r#"read l; echo '"ok"'; read l; echo '{"version":252}'; read l; echo '{"str":"/x.scope"}'"#,
+        )
+        .expect("connect");
+        assert_eq!(sd.version(), 252);
+        assert_eq!(
+            sd.unit_string("x.scope", "org.freedesktop.systemd1.Scope", "ControlGroup")
+                .as_deref(),
+            Some("/x.scope")
+        );
     }
 }

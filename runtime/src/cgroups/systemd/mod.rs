@@ -4,17 +4,21 @@
 //! (`prefix-name.scope` in `slice`, Delegate=yes) that systemd creates over D-Bus with the init
 //! pid in it and the limits it understands; skiff then writes the remaining limits into the
 //! scope's cgroup itself, and every later command works on that cgroup directory.
+//!
+//! The D-Bus traffic goes through the `skiff-systemd` helper executable ([`protocol`]), so no
+//! D-Bus code is linked into `skiff` itself.
 use std::path::Path;
 
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
-use zbus::zvariant::Value;
 
 use super::CgroupError;
-use bus::{Property, Systemd};
+use bus::Systemd;
+use protocol::{PropValue, Property};
 
 mod bus;
 mod properties;
+pub mod protocol;
 
 /// A parsed systemd cgroupsPath.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,20 +172,23 @@ fn base_properties(unit: &Unit, pid: i32, unified: bool) -> Vec<Property> {
     } else {
         "BlockIOAccounting"
     };
-    vec![
+    [
         (
             "Description",
-            Value::from(format!("skiff container {}", unit.name)),
+            PropValue::Str(format!("skiff container {}", unit.name)),
         ),
-        ("Slice", Value::from(unit.slice.clone())),
-        ("Delegate", Value::Bool(true)),
-        ("PIDs", Value::from(vec![pid])),
-        ("MemoryAccounting", Value::Bool(true)),
-        ("CPUAccounting", Value::Bool(true)),
-        (io, Value::Bool(true)),
-        ("TasksAccounting", Value::Bool(true)),
-        ("DefaultDependencies", Value::Bool(false)),
+        ("Slice", PropValue::Str(unit.slice.clone())),
+        ("Delegate", PropValue::Bool(true)),
+        ("PIDs", PropValue::U32Array(vec![pid])),
+        ("MemoryAccounting", PropValue::Bool(true)),
+        ("CPUAccounting", PropValue::Bool(true)),
+        (io, PropValue::Bool(true)),
+        ("TasksAccounting", PropValue::Bool(true)),
+        ("DefaultDependencies", PropValue::Bool(false)),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Ask systemd for the scope unit with `pid` in it and the limits it understands, and wait
@@ -197,10 +204,10 @@ pub fn start(
     unified: bool,
     resources: &LinuxResources,
 ) -> Result<(), CgroupError> {
-    let sd = Systemd::connect()?;
+    let mut sd = Systemd::connect()?;
     let mut props = base_properties(unit, pid, unified);
     props.extend(properties::for_resources(resources, unified, sd.version())?);
-    sd.start_transient_unit(&unit.name, &props)?;
+    sd.start_transient_unit(&unit.name, props)?;
     let actual = sd.unit_string(&unit.name, "org.freedesktop.systemd1.Scope", "ControlGroup");
     match actual {
         Some(actual) if actual != cgroup => {
@@ -218,9 +225,9 @@ pub fn start(
 /// Tell systemd about changed limits (`skiff update`), so it keeps them when it re-applies its
 /// own view of the unit's cgroup.
 pub fn update(unit: &Unit, unified: bool, resources: &LinuxResources) -> Result<(), CgroupError> {
-    let sd = Systemd::connect()?;
+    let mut sd = Systemd::connect()?;
     let props = properties::for_resources(resources, unified, sd.version())?;
-    sd.set_unit_properties(&unit.name, &props)
+    sd.set_unit_properties(&unit.name, props)
 }
 
 /// Stop the scope (systemd kills what is left and removes its cgroup) and forget it.

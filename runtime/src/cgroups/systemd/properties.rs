@@ -1,16 +1,19 @@
 //! `linux.resources` as systemd unit properties (systemd.resource-control(5)), the subset systemd
 //! understands, as runc's systemd driver sends them. Everything else is written into the unit's
 //! cgroup directly afterwards.
-use oci_spec::runtime::LinuxResources;
-use zbus::zvariant::Value;
-
-use super::bus::Property;
+use super::protocol::{PropValue, Property};
 use crate::cgroups::{v2, CgroupError};
+use oci_spec::runtime::LinuxResources;
 
 /// systemd's "infinity" for byte and count limits (USEC_INFINITY / CGROUP_LIMIT_MAX).
 const INFINITY: u64 = u64::MAX;
 /// The kernel's default CFS period, assumed when only a quota is given.
 const DEFAULT_PERIOD: u64 = 100_000;
+
+/// A named property (names are the literals of systemd.resource-control(5)).
+fn prop(name: &str, v: PropValue) -> Property {
+    (name.to_string(), v)
+}
 
 /// A limit where -1 means unlimited (and other negatives are invalid, rejected earlier).
 fn limit(v: i64) -> u64 {
@@ -28,24 +31,27 @@ pub fn for_resources(
         let mem = m.limit().unwrap_or(0);
         if mem != 0 {
             let name = if unified { "MemoryMax" } else { "MemoryLimit" };
-            props.push((name, Value::U64(limit(mem))));
+            props.push(prop(name, PropValue::U64(limit(mem))));
         }
         if unified {
             if let Some(low) = m.reservation().filter(|v| *v != 0) {
-                props.push(("MemoryLow", Value::U64(limit(low))));
+                props.push(prop("MemoryLow", PropValue::U64(limit(low))));
             }
             let swap = v2::swap_v2(m.swap().unwrap_or(0), mem)?;
             if swap != 0 {
-                props.push(("MemorySwapMax", Value::U64(limit(swap))));
+                props.push(prop("MemorySwapMax", PropValue::U64(limit(swap))));
             }
         }
     }
     if let Some(cpu) = r.cpu() {
         if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
             if unified {
-                props.push(("CPUWeight", Value::U64(v2::shares_to_weight(shares))));
+                props.push(prop(
+                    "CPUWeight",
+                    PropValue::U64(v2::shares_to_weight(shares)),
+                ));
             } else {
-                props.push(("CPUShares", Value::U64(shares)));
+                props.push(prop("CPUShares", PropValue::U64(shares)));
             }
         }
         cpu_quota(
@@ -60,7 +66,7 @@ pub fn for_resources(
                 ("AllowedMemoryNodes", cpu.mems()),
             ] {
                 if let Some(list) = list.as_deref().filter(|l| !l.trim().is_empty()) {
-                    props.push((name, Value::from(cpu_mask(list)?)));
+                    props.push(prop(name, PropValue::Bytes(cpu_mask(list)?)));
                 }
             }
         }
@@ -68,15 +74,15 @@ pub fn for_resources(
     if let Some(p) = r.pids() {
         let l = p.limit();
         if l > 0 || l == -1 {
-            props.push(("TasksMax", Value::U64(limit(l))));
+            props.push(prop("TasksMax", PropValue::U64(limit(l))));
         }
     }
     if let Some(w) = r.block_io().as_ref().and_then(|b| b.weight()) {
         if w != 0 {
             if unified {
-                props.push(("IOWeight", Value::U64(v2::blkio_to_io_weight(w))));
+                props.push(prop("IOWeight", PropValue::U64(v2::blkio_to_io_weight(w))));
             } else {
-                props.push(("BlockIOWeight", Value::U64(u64::from(w))));
+                props.push(prop("BlockIOWeight", PropValue::U64(u64::from(w))));
             }
         }
     }
@@ -93,7 +99,7 @@ pub fn for_resources(
 /// CPUQuotaPerSecUSec (and CPUQuotaPeriodUSec on systemd >= 242) for a CFS quota/period.
 fn cpu_quota(props: &mut Vec<Property>, quota: i64, period: u64, version: u32) {
     if period != 0 && version >= 242 {
-        props.push(("CPUQuotaPeriodUSec", Value::U64(period)));
+        props.push(prop("CPUQuotaPeriodUSec", PropValue::U64(period)));
     }
     if quota == 0 && period == 0 {
         return;
@@ -108,7 +114,7 @@ fn cpu_quota(props: &mut Vec<Property>, quota: i64, period: u64, version: u32) {
         }
         _ => INFINITY,
     };
-    props.push(("CPUQuotaPerSecUSec", Value::U64(per_sec)));
+    props.push(prop("CPUQuotaPerSecUSec", PropValue::U64(per_sec)));
 }
 
 /// A `unified` key systemd has a property for; other keys are only written to the cgroup.
@@ -131,13 +137,16 @@ fn unified_property(
         }
     };
     match key {
-        "memory.high" => props.push(("MemoryHigh", Value::U64(bytes()?))),
-        "memory.low" => props.push(("MemoryLow", Value::U64(bytes()?))),
-        "memory.min" => props.push(("MemoryMin", Value::U64(bytes()?))),
-        "memory.max" => props.push(("MemoryMax", Value::U64(bytes()?))),
-        "memory.swap.max" => props.push(("MemorySwapMax", Value::U64(bytes()?))),
-        "pids.max" => props.push(("TasksMax", Value::U64(bytes()?))),
-        "cpu.weight" => props.push(("CPUWeight", Value::U64(value.parse().map_err(|_| bad())?))),
+        "memory.high" => props.push(prop("MemoryHigh", PropValue::U64(bytes()?))),
+        "memory.low" => props.push(prop("MemoryLow", PropValue::U64(bytes()?))),
+        "memory.min" => props.push(prop("MemoryMin", PropValue::U64(bytes()?))),
+        "memory.max" => props.push(prop("MemoryMax", PropValue::U64(bytes()?))),
+        "memory.swap.max" => props.push(prop("MemorySwapMax", PropValue::U64(bytes()?))),
+        "pids.max" => props.push(prop("TasksMax", PropValue::U64(bytes()?))),
+        "cpu.weight" => props.push(prop(
+            "CPUWeight",
+            PropValue::U64(value.parse().map_err(|_| bad())?),
+        )),
         "cpu.max" => {
             let mut f = value.split_whitespace();
             let quota = match f.next() {
@@ -152,11 +161,12 @@ fn unified_property(
             cpu_quota(props, quota, period, version);
         }
         "cpuset.cpus" if version >= 244 => {
-            props.push(("AllowedCPUs", Value::from(cpu_mask(value)?)))
+            props.push(prop("AllowedCPUs", PropValue::Bytes(cpu_mask(value)?)))
         }
-        "cpuset.mems" if version >= 244 => {
-            props.push(("AllowedMemoryNodes", Value::from(cpu_mask(value)?)))
-        }
+        "cpuset.mems" if version >= 244 => props.push(prop(
+            "AllowedMemoryNodes",
+            PropValue::Bytes(cpu_mask(value)?),
+        )),
         _ => {}
     }
     Ok(())
@@ -191,13 +201,9 @@ pub fn cpu_mask(list: &str) -> Result<Vec<u8>, CgroupError> {
 mod tests {
     use super::*;
 
-    fn props(json: &str, unified: bool) -> Vec<(String, String)> {
+    fn props(json: &str, unified: bool) -> Vec<Property> {
         let r: LinuxResources = serde_json::from_str(json).expect("json");
-        for_resources(&r, unified, 252)
-            .expect("props")
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        for_resources(&r, unified, 252).expect("props")
     }
 
     #[test]
@@ -217,17 +223,14 @@ mod tests {
             true,
         );
         let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(get("MemoryMax").as_deref(), Some("uint64 67108864"));
-        assert_eq!(get("MemoryLow").as_deref(), Some("uint64 1024"));
-        assert_eq!(get("MemorySwapMax").as_deref(), Some("uint64 67108864"));
-        assert_eq!(get("CPUWeight").as_deref(), Some("uint64 39"));
-        assert_eq!(get("CPUQuotaPerSecUSec").as_deref(), Some("uint64 250000"));
-        assert_eq!(get("CPUQuotaPeriodUSec").as_deref(), Some("uint64 100000"));
-        assert_eq!(get("TasksMax").as_deref(), Some("uint64 50"));
-        assert_eq!(
-            get("MemoryHigh").as_deref(),
-            Some("uint64 18446744073709551615")
-        );
+        assert_eq!(get("MemoryMax"), Some(PropValue::U64(67108864)));
+        assert_eq!(get("MemoryLow"), Some(PropValue::U64(1024)));
+        assert_eq!(get("MemorySwapMax"), Some(PropValue::U64(67108864)));
+        assert_eq!(get("CPUWeight"), Some(PropValue::U64(39)));
+        assert_eq!(get("CPUQuotaPerSecUSec"), Some(PropValue::U64(250000)));
+        assert_eq!(get("CPUQuotaPeriodUSec"), Some(PropValue::U64(100000)));
+        assert_eq!(get("TasksMax"), Some(PropValue::U64(50)));
+        assert_eq!(get("MemoryHigh"), Some(PropValue::U64(u64::MAX)));
         assert!(get("AllowedCPUs").is_some());
     }
 
@@ -238,16 +241,10 @@ mod tests {
             false,
         );
         let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(
-            get("MemoryLimit").as_deref(),
-            Some("uint64 18446744073709551615")
-        );
-        assert_eq!(get("CPUShares").as_deref(), Some("uint64 512"));
+        assert_eq!(get("MemoryLimit"), Some(PropValue::U64(u64::MAX)));
+        assert_eq!(get("CPUShares"), Some(PropValue::U64(512)));
         // 1234/100000 of a second = 12340 us/s, rounded up to 20000
-        assert_eq!(get("CPUQuotaPerSecUSec").as_deref(), Some("uint64 20000"));
-        assert_eq!(
-            get("TasksMax").as_deref(),
-            Some("uint64 18446744073709551615")
-        );
+        assert_eq!(get("CPUQuotaPerSecUSec"), Some(PropValue::U64(20000)));
+        assert_eq!(get("TasksMax"), Some(PropValue::U64(u64::MAX)));
     }
 }
