@@ -10,90 +10,9 @@ use image_support::*;
 use std::path::Path;
 use tar::EntryType;
 
-/// Unpack `tars` in copy and overlay mode (twice: cold and from the cache) and with umoci;
-/// all trees must agree. Returns the copy-mode tree's root for extra checks.
+/// Copy mode, overlay mode (cold and cached) and umoci must all give the same tree.
 fn agree(name: &str, tars: Vec<Vec<u8>>, with_umoci: bool) {
-    if !conformance::is_root() {
-        eprintln!("SKIP: {name}: needs root");
-        return;
-    }
-    let t = TestDir::new(&format!("imghl-{name}"));
-    let layout = t.join("layout");
-    layout_from_tars(&layout, &tars);
-    let store = t.join("store");
-    let oref = format!("oci:{}:latest", layout.display());
-    let copy = t.join("copy");
-    ok(
-        &si(
-            &store,
-            &[
-                "unpack",
-                &oref,
-                copy.to_str().unwrap_or_default(),
-                "--mode",
-                "copy",
-            ],
-        ),
-        "unpack copy",
-    );
-    let copy_tree = capture(&copy.join("rootfs"), true);
-    for (i, label) in ["overlay (cold)", "overlay (cached)"].iter().enumerate() {
-        let ov = t.join(&format!("overlay{i}"));
-        ok(
-            &si(
-                &store,
-                &[
-                    "unpack",
-                    &oref,
-                    ov.to_str().unwrap_or_default(),
-                    "--mode",
-                    "overlay",
-                ],
-            ),
-            label,
-        );
-        let d = diff_trees(
-            &copy_tree,
-            &capture(&ov.join("rootfs"), true),
-            "copy",
-            label,
-        );
-        ok(
-            &si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]),
-            "rm-bundle",
-        );
-        assert!(
-            d.is_empty(),
-            "{name}: copy and {label} differ:\n{}",
-            d.join("\n")
-        );
-    }
-    if !with_umoci {
-        return;
-    }
-    let Some(umoci) = conformance::bins::umoci() else {
-        eprintln!("SKIP: {name}: umoci comparison (umoci not installed)");
-        return;
-    };
-    let ub = t.join("umoci");
-    let o = std::process::Command::new(umoci)
-        .args(["unpack", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(&ub)
-        .output()
-        .expect("umoci");
-    ok(&o, "umoci unpack");
-    let d = diff_trees(
-        &copy_tree,
-        &capture(&ub.join("rootfs"), true),
-        "skiff-image",
-        "umoci",
-    );
-    assert!(
-        d.is_empty(),
-        "{name}: skiff-image and umoci differ:\n{}",
-        d.join("\n")
-    );
+    compare_unpackers(&format!("imghl-{name}"), tars, true, with_umoci);
 }
 
 /// Every mode must refuse the image with an error mentioning one of `expect` (per mode), leave

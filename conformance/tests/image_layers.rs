@@ -8,115 +8,9 @@ use image_support::*;
 use std::path::Path;
 use tar::EntryType;
 
-fn umoci_available() -> bool {
-    conformance::bins::umoci().is_some()
-}
-
 /// Unpack `tars` with skiff-image (copy, overlay) and umoci and compare the trees.
 fn check_case(name: &str, tars: Vec<Vec<u8>>, compare_overlay: bool) {
-    check_case_with(name, tars, compare_overlay, true);
-}
-
-fn check_case_with(name: &str, tars: Vec<Vec<u8>>, compare_overlay: bool, compare_umoci: bool) {
-    if !conformance::is_root() {
-        eprintln!("SKIP: {name}: needs root");
-        return;
-    }
-    let t = TestDir::new(&format!("imgl-{name}"));
-    let layout = t.join("layout");
-    layout_from_tars(&layout, &tars);
-    let store = t.join("store");
-    let oref = format!("oci:{}:latest", layout.display());
-    let copy = t.join("copy");
-    ok(
-        &si(
-            &store,
-            &[
-                "unpack",
-                &oref,
-                copy.to_str().unwrap_or_default(),
-                "--mode",
-                "copy",
-            ],
-        ),
-        "unpack copy",
-    );
-    let copy_tree = capture(&copy.join("rootfs"), true);
-    assert!(!copy_tree.nodes.is_empty(), "{name}: copy rootfs is empty");
-    if compare_overlay {
-        let ov = t.join("overlay");
-        ok(
-            &si(
-                &store,
-                &[
-                    "unpack",
-                    &oref,
-                    ov.to_str().unwrap_or_default(),
-                    "--mode",
-                    "overlay",
-                ],
-            ),
-            "unpack overlay",
-        );
-        let ov_tree = capture(&ov.join("rootfs"), true);
-        let d = diff_trees(&copy_tree, &ov_tree, "copy", "overlay");
-        ok(
-            &si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]),
-            "rm-bundle",
-        );
-        assert!(
-            d.is_empty(),
-            "{name}: copy and overlay differ:\n{}",
-            d.join("\n")
-        );
-        // Second bundle from the cached layers must work too.
-        let ov2 = t.join("overlay2");
-        ok(
-            &si(&store, &["unpack", &oref, ov2.to_str().unwrap_or_default()]),
-            "unpack overlay (cached)",
-        );
-        let d2 = diff_trees(
-            &copy_tree,
-            &capture(&ov2.join("rootfs"), true),
-            "copy",
-            "overlay-cached",
-        );
-        ok(
-            &si(&store, &["rm-bundle", ov2.to_str().unwrap_or_default()]),
-            "rm-bundle",
-        );
-        assert!(
-            d2.is_empty(),
-            "{name}: copy and cached overlay differ:\n{}",
-            d2.join("\n")
-        );
-    }
-    if !compare_umoci {
-        return;
-    }
-    if !umoci_available() {
-        eprintln!("SKIP: {name}: umoci comparison (umoci not installed)");
-        return;
-    }
-    let ub = t.join("umoci");
-    let o = std::process::Command::new(conformance::bins::umoci().unwrap_or_default())
-        .args(["unpack", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(&ub)
-        .output()
-        .expect("umoci");
-    ok(&o, "umoci unpack");
-    let d = diff_trees(
-        &copy_tree,
-        &capture(&ub.join("rootfs"), true),
-        "skiff-image",
-        "umoci",
-    );
-    assert!(
-        d.is_empty(),
-        "{name}: skiff-image and umoci differ:\n{}",
-        d.join("\n")
-    );
+    compare_unpackers(&format!("imgl-{name}"), tars, compare_overlay, true);
 }
 
 fn basic() -> Vec<Vec<u8>> {
@@ -432,7 +326,7 @@ fn layer_sparse_file() {
     // umoci 0.4.7 refuses GNU sparse entries ("unknown typeflag 'S'"), so only copy vs overlay
     // are compared here, plus the content and the holes checked directly.
     eprintln!("SKIP: sparse: umoci comparison (umoci 0.4.7 cannot read GNU sparse entries)");
-    check_case_with("sparse", vec![tar_bytes.clone()], true, false);
+    compare_unpackers("imgl-sparse", vec![tar_bytes.clone()], true, false);
     let t2 = TestDir::new("imgl-sparse-check");
     let layout = t2.join("layout");
     layout_from_tars(&layout, &[tar_bytes]);

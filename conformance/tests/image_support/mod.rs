@@ -579,3 +579,113 @@ pub fn assert_blobs_valid(store: &Path) {
         assert_eq!(sha256_hex(&data), name, "blob {name} is corrupt/partial");
     }
 }
+
+/// Unpack `tars` with skiff-image in copy mode, in overlay mode (cold, then from the cached
+/// layers) when `compare_overlay`, and with umoci when `compare_umoci` (and installed): every
+/// tree must equal copy mode's. `name` prefixes the test dir and the messages.
+pub fn compare_unpackers(
+    name: &str,
+    tars: Vec<Vec<u8>>,
+    compare_overlay: bool,
+    compare_umoci: bool,
+) {
+    if !conformance::is_root() {
+        eprintln!("SKIP: {name}: needs root");
+        return;
+    }
+    let t = TestDir::new(name);
+    let layout = t.join("layout");
+    layout_from_tars(&layout, &tars);
+    let store = t.join("store");
+    let oref = format!("oci:{}:latest", layout.display());
+    let copy = t.join("copy");
+    ok(
+        &si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                copy.to_str().unwrap_or_default(),
+                "--mode",
+                "copy",
+            ],
+        ),
+        "unpack copy",
+    );
+    let copy_tree = capture(&copy.join("rootfs"), true);
+    assert!(!copy_tree.nodes.is_empty(), "{name}: copy rootfs is empty");
+    if compare_overlay {
+        let ov = t.join("overlay");
+        ok(
+            &si(
+                &store,
+                &[
+                    "unpack",
+                    &oref,
+                    ov.to_str().unwrap_or_default(),
+                    "--mode",
+                    "overlay",
+                ],
+            ),
+            "unpack overlay",
+        );
+        let ov_tree = capture(&ov.join("rootfs"), true);
+        let d = diff_trees(&copy_tree, &ov_tree, "copy", "overlay");
+        ok(
+            &si(&store, &["rm-bundle", ov.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert!(
+            d.is_empty(),
+            "{name}: copy and overlay differ:\n{}",
+            d.join("\n")
+        );
+        // Second bundle from the cached layers must work too.
+        let ov2 = t.join("overlay2");
+        ok(
+            &si(&store, &["unpack", &oref, ov2.to_str().unwrap_or_default()]),
+            "unpack overlay (cached)",
+        );
+        let d2 = diff_trees(
+            &copy_tree,
+            &capture(&ov2.join("rootfs"), true),
+            "copy",
+            "overlay-cached",
+        );
+        ok(
+            &si(&store, &["rm-bundle", ov2.to_str().unwrap_or_default()]),
+            "rm-bundle",
+        );
+        assert!(
+            d2.is_empty(),
+            "{name}: copy and cached overlay differ:\n{}",
+            d2.join("\n")
+        );
+    }
+    if !compare_umoci {
+        return;
+    }
+    let Some(umoci) = conformance::bins::umoci() else {
+        eprintln!("SKIP: {name}: umoci comparison (umoci not installed)");
+        return;
+    };
+    let ub = t.join("umoci");
+    let o = std::process::Command::new(umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&ub)
+        .output()
+        .expect("umoci");
+    ok(&o, "umoci unpack");
+    let d = diff_trees(
+        &copy_tree,
+        &capture(&ub.join("rootfs"), true),
+        "skiff-image",
+        "umoci",
+    );
+    assert!(
+        d.is_empty(),
+        "{name}: skiff-image and umoci differ:\n{}",
+        d.join("\n")
+    );
+}
