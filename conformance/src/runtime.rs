@@ -428,7 +428,9 @@ fn apply_crun_workaround(cmd: &mut Command) {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+/// Quote `s` for a POSIX shell (as-is when it needs no quoting), for command lines shown in
+/// failures and for `sh -c` strings.
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
@@ -450,6 +452,29 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// Any program (not a runtime, e.g. skiff-image) run the same way: default timeout, stdout and
+    /// stderr captured in `io_base`.out/.err (give each command its own base when a detached
+    /// process may keep writing to an earlier one's files).
+    pub fn program<I, S>(program: &Path, args: I, io_base: PathBuf) -> Invocation
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let shown: Vec<String> = std::iter::once(program.display().to_string())
+            .chain(args.iter().map(|a| shell_quote(&a.to_string_lossy())))
+            .collect();
+        let mut cmd = Command::new(program);
+        cmd.args(&args);
+        Invocation {
+            cmd,
+            cmdline: shown.join(" "),
+            stdin: None,
+            timeout: default_timeout(),
+            io_base,
+        }
+    }
+
     /// Feed these bytes on stdin (default: /dev/null).
     pub fn stdin(mut self, data: &[u8]) -> Self {
         self.stdin = Some(data.to_vec());

@@ -15,11 +15,9 @@
 //! unmounts on the way out even when a step fails. A step whose prerequisite is missing (CNI plugins,
 //! iptables, curl, script, a flag not built in) prints `SKIP: reason` and the later steps carry on.
 
+use conformance::runtime::{shell_quote, Invocation};
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::fmt;
-use std::fs::File;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,44 +33,8 @@ const NET_RUN_DIR: &str = "/run/skiff-net";
 /// The first line of the page served by examples/helloworld.
 const GREETING: &str = "<h3>Hello World!</h3><b>Hostname:</b> ";
 
-/// One finished command: everything needed to explain a failure.
-struct Out {
-    cmdline: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
-}
-
-impl Out {
-    fn success(&self) -> bool {
-        self.code == 0 && !self.timed_out
-    }
-
-    #[track_caller]
-    fn ok(self) -> Out {
-        assert!(self.success(), "command failed:\n{self}");
-        self
-    }
-
-    fn out(&self) -> &str {
-        self.stdout.trim()
-    }
-}
-
-impl fmt::Display for Out {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "$ {}\nexit code: {}{}",
-            self.cmdline,
-            self.code,
-            if self.timed_out { " (TIMED OUT)" } else { "" }
-        )?;
-        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
-        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
-    }
-}
+/// One finished command (the conformance harness's result type).
+type Out = conformance::runtime::Output;
 
 /// What this host and these binaries can do; a missing piece turns its step into a SKIP.
 #[derive(Debug)]
@@ -155,72 +117,16 @@ impl Tour {
         stdin: Option<&[u8]>,
         limit: Duration,
     ) -> Out {
-        let mut cmd = Command::new(program);
-        cmd.args(args).env("SKIFF_STORE", self.store());
-        let cmdline = std::iter::once(program.display().to_string())
-            .chain(args.iter().map(|a| quote(&a.as_ref().to_string_lossy())))
-            .collect::<Vec<_>>()
-            .join(" ");
         self.seq += 1;
         let base = self.dir().join("io").join(self.seq.to_string());
-        let fail = |e: std::io::Error| Out {
-            cmdline: cmdline.clone(),
-            code: -1,
-            stdout: String::new(),
-            stderr: format!("spawn failed: {e}"),
-            timed_out: false,
-        };
-        let (out_p, err_p, in_p) = (
-            base.with_extension("out"),
-            base.with_extension("err"),
-            base.with_extension("in"),
-        );
-        let files = (|| -> std::io::Result<(File, File, Stdio)> {
-            let input = match stdin {
-                Some(data) => {
-                    std::fs::write(&in_p, data)?;
-                    Stdio::from(File::open(&in_p)?)
-                }
-                None => Stdio::null(),
-            };
-            Ok((File::create(&out_p)?, File::create(&err_p)?, input))
-        })();
-        let (o, e, i) = match files {
-            Ok(f) => f,
-            Err(e) => return fail(e),
-        };
-        cmd.stdin(i).stdout(o).stderr(e).process_group(0);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        };
-        let deadline = Instant::now() + limit;
-        let mut timed_out = false;
-        let code = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st.code().unwrap_or(128 + st.signal().unwrap_or(0)),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Ok(None) => {
-                    timed_out = true;
-                    let pg = nix::unistd::Pid::from_raw(-(child.id() as i32));
-                    let _ = nix::sys::signal::kill(pg, nix::sys::signal::Signal::SIGKILL);
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break -1;
-                }
-                Err(_) => break -1,
-            }
-        };
-        let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into();
-        Out {
-            cmdline,
-            code,
-            stdout: read(&out_p),
-            stderr: read(&err_p),
-            timed_out,
+        let store = self.store().display().to_string();
+        let mut inv = Invocation::program(program, args, base)
+            .env("SKIFF_STORE", &store)
+            .timeout(limit);
+        if let Some(data) = stdin {
+            inv = inv.stdin(data);
         }
+        inv.output()
     }
 
     /// `skiff-image ARGS` on the private store.
@@ -327,17 +233,6 @@ impl Drop for Tour {
                 let _ = dir.keep();
             }
         }
-    }
-}
-
-fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -794,8 +689,8 @@ fn seed_walkthrough_end_to_end() {
         Some(script) => {
             let inner = format!(
                 "{} --root {} exec -t {} /bin/sh",
-                quote(&skiff.display().to_string()),
-                quote(&t.root().display().to_string()),
+                shell_quote(&skiff.display().to_string()),
+                shell_quote(&t.root().display().to_string()),
                 web_id
             );
             let typed = b"tty\ntouch /app/test.txt\necho TOUR-$((6*7))\nexit\n";
