@@ -13,7 +13,7 @@
 //! Everything uses a private image store (`SKIFF_STORE` in a temp dir), a private `skiff --root`,
 //! unique container ids and a free host port; the [`Tour`] guard deletes containers and bundles and
 //! unmounts on the way out even when a step fails. A step whose prerequisite is missing (CNI plugins,
-//! iptables, curl, script, a flag not built in) prints `SKIP: reason` and the later steps carry on.
+//! iptables, curl, script) prints `SKIP: reason` and the later steps carry on.
 
 use conformance::runtime::{shell_quote, Invocation};
 use serde_json::Value;
@@ -42,8 +42,6 @@ struct Caps {
     cni: Result<(), String>,
     curl: Option<PathBuf>,
     script: Option<PathBuf>,
-    volumes: bool,
-    limits: bool,
 }
 
 /// The tour's private world and its cleanup guard: containers are force-deleted, bundles removed
@@ -240,16 +238,8 @@ fn step(n: u32, what: &str) {
     eprintln!("\n=== tour step {n}: {what}");
 }
 
-fn help_has(t: &mut Tour, args: &[&str], flag: &str) -> bool {
-    t.si(args).stdout.contains(flag)
-}
-
-fn caps(t: &mut Tour) -> Caps {
-    let publish = help_has(t, &["unpack", "--help"], "--publish");
+fn caps() -> Caps {
     let cni = (|| {
-        if !publish {
-            return Err("skiff-image unpack has no --publish (networking not built in)".into());
-        }
         for p in CNI_PLUGINS {
             if !Path::new(CNI_DIR).join(p).is_file() {
                 return Err(format!(
@@ -266,8 +256,6 @@ fn caps(t: &mut Tour) -> Caps {
         cni,
         curl: conformance::bins::system("curl"),
         script: conformance::bins::system("script"),
-        volumes: t.si(&["volume", "--help"]).success(),
-        limits: help_has(t, &["unpack", "--help"], "--cpu-quota"),
     }
 }
 
@@ -469,7 +457,7 @@ fn seed_walkthrough_end_to_end() {
         Ok(t) => t,
         Err(e) => panic!("setting up the tour: {e}"),
     };
-    let caps = caps(&mut t);
+    let caps = caps();
     eprintln!("capabilities: {caps:?}");
     let dir = t.dir().to_path_buf();
 
@@ -759,8 +747,7 @@ fn seed_walkthrough_end_to_end() {
 
     // ---- 6. volumes ----
     step(6, "-v HOSTDIR:/test (bind) and -v /data (anonymous)");
-    let mut vol_bundle = None;
-    if caps.volumes {
+    {
         let home = dir.join("home");
         std::fs::create_dir(&home).unwrap_or_else(|e| panic!("mkdir {}: {e}", home.display()));
         let bind = format!("{}:/test", home.display());
@@ -837,11 +824,6 @@ fn seed_walkthrough_end_to_end() {
             "volume content was committed:\n{o}"
         );
         eprintln!("volumes: host sees writes, they survive delete, commit has empty mount points");
-        vol_bundle = Some((bs, anon));
-    } else {
-        eprintln!("SKIP: step 6: skiff-image has no `volume` command (volumes not built in)");
-    }
-    if let Some((bs, anon)) = vol_bundle {
         t.si(&["rm-bundle", "--volumes", &bs]).ok();
         assert!(
             !anon.exists(),
@@ -857,26 +839,10 @@ fn seed_walkthrough_end_to_end() {
         let bs = b.display().to_string();
         let id = t.new_id("cpu");
         let busy = ["--cmd", "sh", "-c", "while :; do :; done"];
-        if caps.limits {
-            let mut args = vec!["unpack", "helloworld", &bs];
-            args.extend(["--cpu-period", "100000", "--cpu-quota", "20000"]);
-            args.extend(busy);
-            t.si(&args).ok();
-        } else {
-            // Until the flags exist: write what they write, so the runtime's limit is still measured.
-            eprintln!("SKIP: step 7's flags: skiff-image unpack has no --cpu-quota; setting linux.resources.cpu in config.json by hand");
-            let mut args = vec!["unpack", "helloworld", &bs];
-            args.extend(busy);
-            t.si(&args).ok();
-            let path = b.join("config.json");
-            let mut conf: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
-                    .unwrap_or_default();
-            conf["linux"]["resources"]["cpu"] =
-                serde_json::json!({"period": 100000, "quota": 20000});
-            std::fs::write(&path, conf.to_string())
-                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        }
+        let mut args = vec!["unpack", "helloworld", &bs];
+        args.extend(["--cpu-period", "100000", "--cpu-quota", "20000"]);
+        args.extend(busy);
+        t.si(&args).ok();
         let conf: Value = serde_json::from_str(
             &std::fs::read_to_string(b.join("config.json")).unwrap_or_default(),
         )
