@@ -8,7 +8,7 @@ use crate::lower_link;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,6 +28,11 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Overlayfs xattr marking an opaque directory.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Whether the directory open at `fd` is marked opaque for overlayfs (its lower content hidden).
+pub(crate) fn is_overlay_opaque(fd: RawFd) -> bool {
+    fsops::get_xattr_fd(fd, OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref() == Some(b"y")
+}
 
 struct Meta {
     mode: u32,

@@ -9,7 +9,7 @@
 //! at a time with O_NOFOLLOW inside each layer dir; a symlink or non-directory on the way is
 //! refused, so nothing outside the layer dirs is ever read or written.
 
-use crate::apply::OVERLAY_OPAQUE_XATTR;
+use crate::apply::is_overlay_opaque;
 use crate::error::{Error, IoContext, Result};
 use crate::fsops::{self, RootDir};
 use std::ffi::{OsStr, OsString};
@@ -42,10 +42,6 @@ fn ftype(st: &libc::stat) -> u32 {
 /// A 0/0 character device: overlayfs' whiteout.
 fn is_whiteout(st: &libc::stat) -> bool {
     ftype(st) == libc::S_IFCHR && st.st_rdev == 0
-}
-
-fn is_opaque(fd: RawFd) -> bool {
-    fsops::get_xattr_fd(fd, OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref() == Some(b"y")
 }
 
 fn text(b: &[u8]) -> String {
@@ -95,7 +91,7 @@ pub(crate) fn find(
                 Some(st) if is_whiteout(&st) => return Err(not_found("was removed by a whiteout")),
                 Some(st) if ftype(&st) == libc::S_IFDIR => {
                     let fd = open_dir_at(h.as_raw_fd(), comp).ctx(|| ctx("opening"))?;
-                    if is_opaque(fd.as_raw_fd()) {
+                    if is_overlay_opaque(fd.as_raw_fd()) {
                         cands.clear();
                     }
                     here = Some(fd);
@@ -116,7 +112,7 @@ pub(crate) fn find(
                 Some(st) if is_whiteout(&st) => break,
                 Some(st) if ftype(&st) == libc::S_IFDIR => {
                     let fd = open_dir_at(c.as_raw_fd(), comp).ctx(|| ctx("opening"))?;
-                    let opaque = is_opaque(fd.as_raw_fd());
+                    let opaque = is_overlay_opaque(fd.as_raw_fd());
                     next.push(fd);
                     if opaque {
                         break;

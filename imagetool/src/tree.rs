@@ -2,7 +2,7 @@
 //! directory (whiteout char devices and opaque xattrs become OCI whiteouts), or a copy-mode
 //! rootfs compared against the snapshot taken at unpack time.
 
-use crate::apply::{OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use crate::apply::{is_overlay_opaque, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::fsops;
 use serde::{Deserialize, Serialize};
@@ -362,14 +362,6 @@ impl Exclusions {
     }
 }
 
-/// Whether the directory `name` in `dir` carries overlayfs' opaque marker.
-fn is_opaque(dir: RawFd, name: &OsStr) -> bool {
-    fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0).is_ok_and(|fd| {
-        fsops::get_xattr_fd(fd.as_raw_fd(), OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref()
-            == Some(b"y")
-    })
-}
-
 /// Write an overlay upper directory as an OCI layer tar.
 pub fn write_overlay_upper<W: Write>(upper: &Path, excl: &Exclusions, w: W) -> Result<W> {
     let rfd = fsops::open_dir(upper)?;
@@ -382,30 +374,27 @@ pub fn write_overlay_upper<W: Write>(upper: &Path, excl: &Exclusions, w: W) -> R
             return Ok(Walk::Skip);
         }
         let kind = st.st_mode & libc::S_IFMT;
-        if kind == libc::S_IFDIR
-            && Exclusions::only_runtime_files(d, n, rel, |_| true)
-            && !is_opaque(d, n)
-        {
-            // Nothing but injected files below: neither the dir entry nor its content.
-            return Ok(Walk::Skip);
-        }
         if kind == libc::S_IFCHR && st.st_rdev == 0 {
             tw.whiteout(rel)
                 .ctx(|| format!("writing whiteout for {}", String::from_utf8_lossy(rel)))?;
             return Ok(Walk::Skip);
         }
-        tw.append_node(d, n, rel, st)?;
         if kind == libc::S_IFDIR {
             let fd = fsops::openat(d, n, libc::O_PATH | libc::O_DIRECTORY, 0)
                 .ctx(|| format!("open {}", String::from_utf8_lossy(rel)))?;
-            if fsops::get_xattr_fd(fd.as_raw_fd(), OVERLAY_OPAQUE_XATTR.as_bytes()).as_deref()
-                == Some(b"y")
-            {
+            let opaque = is_overlay_opaque(fd.as_raw_fd());
+            if !opaque && Exclusions::only_runtime_files(d, n, rel, |_| true) {
+                // Nothing but injected files below: neither the dir entry nor its content.
+                return Ok(Walk::Skip);
+            }
+            tw.append_node(d, n, rel, st)?;
+            if opaque {
                 tw.opaque(rel).ctx(|| {
                     format!("writing opaque marker for {}", String::from_utf8_lossy(rel))
                 })?;
             }
         } else {
+            tw.append_node(d, n, rel, st)?;
             next = Walk::Skip;
         }
         Ok(next)
