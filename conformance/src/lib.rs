@@ -32,6 +32,7 @@ pub mod bundle;
 pub mod console;
 pub mod leaks;
 pub mod runtime;
+pub mod vm;
 
 /// Print `SKIP: <reason>` on stderr and return from the current (unit-returning) test function.
 ///

@@ -6,9 +6,10 @@
 //! prints `RESULT PASS|FAIL|SKIP name` lines on the serial console, which this test collects; the
 //! unit powers the guest off when the script ends.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use conformance::vm::{boot, debian_kernel, make_initrd, results, run};
 use conformance::{bundle::Bundle, require_root, skip};
 use serde_json::{json, Value};
 
@@ -60,49 +61,6 @@ StandardError=tty
 TTYPath=/dev/ttyS0
 TimeoutStartSec=400
 ";
-
-/// Kills and reaps qemu if the test ends early (panic or timeout).
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn kernel() -> Option<(PathBuf, String)> {
-    let mut k: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    k.sort();
-    let path = k.pop()?;
-    let version = path
-        .file_name()?
-        .to_str()?
-        .strip_prefix("vmlinuz-")?
-        .to_string();
-    Some((path, version))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `wanted` and their dependencies in load order, as (name, path relative to the module dir);
 /// None when one is missing (a module absent from modules.dep and modules.builtin).
@@ -173,7 +131,7 @@ fn systemd_cgroup_driver_in_qemu() {
         Some(q) => q,
         None => skip!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"),
     };
-    let Some((kernel, kver)) = kernel() else {
+    let Some((kernel, kver)) = debian_kernel() else {
         skip!("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
     };
     let moddir = PathBuf::from("/lib/modules").join(&kver);
@@ -320,74 +278,31 @@ fn systemd_cgroup_driver_in_qemu() {
     bundle(&bundles, "sd5", "system.slice:skiff:sd5", &sleep, json!({}));
 
     let initrd = tmp.path().join("initrd.cpio");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && find . | cpio -o -H newc --quiet > {}",
-        staging.display(),
-        initrd.display()
-    )));
-
-    let console = tmp.path().join("console.log");
-    let started = Instant::now();
-    let child = Command::new(qemu)
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1536",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
+    make_initrd(&staging, &initrd);
+    let append = format!(
+        "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0 \
+         fstab=no systemd.unit=skiff-test.target{}",
+        if hybrid {
+            " systemd.unified_cgroup_hierarchy=0"
+        } else {
+            ""
+        }
+    );
+    let log = boot(
+        &qemu,
+        &kernel,
+        &initrd,
+        &[
             "-virtfs",
             "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3 systemd.show_status=0 \
-             fstab=no systemd.unit=skiff-test.target{}",
-            if hybrid {
-                " systemd.unified_cgroup_hierarchy=0"
-            } else {
-                ""
-            }
-        ))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&console).expect("console log"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn qemu");
-    let mut qemu = Qemu(child);
-    let deadline = started + Duration::from_secs(420);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = qemu.0.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(qemu);
-    let log = std::fs::read_to_string(&console).unwrap_or_default();
-    eprintln!(
-        "--- guest console ({:.1}s) ---\n{log}",
-        started.elapsed().as_secs_f64()
+        ],
+        &append,
+        &tmp.path().join("console.log"),
+        Duration::from_secs(420),
     );
-    let results: Vec<&str> = log
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("RESULT "))
-        .collect();
-    assert!(
-        results.contains(&"DONE"),
-        "guest did not finish (see console above)"
-    );
-    let failed: Vec<&&str> = results.iter().filter(|r| r.starts_with("FAIL")).collect();
-    let skipped: Vec<&&str> = results.iter().filter(|r| r.starts_with("SKIP")).collect();
-    let passed = results.iter().filter(|r| r.starts_with("PASS")).count();
+    let r = results(&log);
+    assert!(r.done, "guest did not finish (see console above)");
+    let (passed, failed, skipped) = (r.passed, r.failed, r.skipped);
     eprintln!(
         "guest checks: {passed} passed, {} failed, {} skipped {skipped:?}",
         failed.len(),

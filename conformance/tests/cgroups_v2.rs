@@ -4,8 +4,9 @@
 //! skiff with limits and prints `RESULT PASS|FAIL name` lines that this test collects.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use conformance::vm::{boot, debian_kernel, make_initrd, results, run};
 use conformance::{bundle::Bundle, require_root, skip};
 use serde_json::{json, Value};
 
@@ -19,31 +20,6 @@ const STAGE1: &str = "#!/bin/busybox sh
 /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp
 exec /bin/busybox switch_root /newroot /guest.sh
 ";
-
-fn kernel() -> Option<PathBuf> {
-    let mut k: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    k.sort();
-    k.pop()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Copy a file, creating the parent directories.
 fn install(src: &Path, dst: &Path) {
@@ -95,7 +71,7 @@ fn pure_cgroup_v2_in_qemu() {
         Some(q) => q,
         None => skip!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"),
     };
-    let Some(kernel) = kernel() else {
+    let Some((kernel, _)) = debian_kernel() else {
         skip!("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
     };
     if !Path::new("/bin/busybox").exists() {
@@ -229,68 +205,19 @@ fn pure_cgroup_v2_in_qemu() {
     );
 
     let initrd = tmp.path().join("initrd.cpio");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && find . | cpio -o -H newc --quiet > {}",
-        staging.display(),
-        initrd.display()
-    )));
-
-    let console = tmp.path().join("console.log");
-    let started = Instant::now();
-    let mut child = Command::new(qemu)
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1536",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3",
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&console).expect("console log"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn qemu");
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let log = std::fs::read_to_string(&console).unwrap_or_default();
-    eprintln!(
-        "--- guest console ({:.1}s) ---\n{log}",
-        started.elapsed().as_secs_f64()
+    make_initrd(&staging, &initrd);
+    let log = boot(
+        &qemu,
+        &kernel,
+        &initrd,
+        &[],
+        "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3",
+        &tmp.path().join("console.log"),
+        Duration::from_secs(600),
     );
-    let results: Vec<&str> = log
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("RESULT "))
-        .collect();
-    assert!(
-        results.contains(&"DONE"),
-        "guest did not finish (see console above)"
-    );
-    let failed: Vec<&&str> = results.iter().filter(|r| r.starts_with("FAIL")).collect();
-    let passed = results.iter().filter(|r| r.starts_with("PASS")).count();
+    let r = results(&log);
+    assert!(r.done, "guest did not finish (see console above)");
+    let (passed, failed) = (r.passed, r.failed);
     eprintln!("guest checks: {passed} passed, {} failed", failed.len());
     assert!(
         failed.is_empty(),
