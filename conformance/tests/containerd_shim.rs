@@ -221,7 +221,17 @@ fn scenarios(cd: &Containerd, s: &Setup) -> Facts {
 
 fn compare(cd: &Containerd, under_test: &Setup, reference: &Setup) {
     let got = scenarios(cd, under_test);
-    let want = scenarios(cd, reference);
+    let mut want = scenarios(cd, reference);
+    if got != want {
+        // The reference itself is not deterministic: containerd 1.6's runc v2 shim + runc once lost
+        // the stdout of `ctr run --rm … echo hello` (a fast exit) in a CI run. Observe the reference
+        // a second time before blaming the setup under test; its own facts are never re-run.
+        eprintln!(
+            "facts differ from {}; observing it once more",
+            reference.label
+        );
+        want = scenarios(cd, reference);
+    }
     eprintln!(
         "{:<28} | {:<30} | {}",
         "fact", under_test.label, reference.label
