@@ -1,6 +1,6 @@
-//! skiff-image gzip layers beyond the plain single-member case, which the one-call libdeflate
-//! path must hand to the streaming decoder: multi-member gzip (as `pigz` or concatenation make),
-//! a trailer whose size field lies (small, hiding a decompression bomb; or wrong, on real data).
+//! skiff-image gzip layers beyond the plain single-member case: multi-member gzip (as `pigz` or
+//! concatenation make), a trailer whose size field lies (small, hiding a decompression bomb; or
+//! wrong, on real data). The size limit counts the real output, never the trailer's claim.
 
 mod image_support;
 

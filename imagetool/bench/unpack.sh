@@ -1,7 +1,7 @@
 #!/bin/sh
 # Benchmark: unpack of a multi-layer Debian image (debootstrap rootfs split into 5 gzip layers)
 # with skiff-image (copy, overlay cold, overlay warm) against `umoci unpack`, `tar -xzf` of each
-# layer in turn and `gzip -dc` alone. Needs root, hyperfine, umoci, jq.
+# layer in turn and `gzip -dc` alone, in interleaved rounds. Needs root, hyperfine, umoci.
 #
 #   imagetool/bench/unpack.sh [ROOTFS] [WORKDIR]
 #   ROOTFS  default /var/tmp/skiff-image-bench/rootfs
@@ -19,7 +19,7 @@ if [ -z "$SI" ]; then
 fi
 [ -x "$SI" ] || { echo "build skiff-image first: cargo build --release -p skiff-image" >&2; exit 1; }
 [ -d "$ROOTFS/usr" ] || { echo "no rootfs at $ROOTFS" >&2; exit 1; }
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 
 cleanup() {
     for b in "$WORK"/b-*; do [ -d "$b" ] && "$SI" --store "$WORK/store" rm-bundle "$b" >/dev/null 2>&1 || true; done
@@ -69,7 +69,6 @@ du -cb "$WORK"/layers/*.tar.gz | tail -1 | awk '{printf "compressed: %.1f MB\n",
 # starts once the set-up's deletions are over a minute old.
 mkdir -p "$WORK/old"
 ASIDE="mv -T \$0 $WORK/old/\$(date +%s%N) 2>/dev/null || true"
-aside() { printf "sh -c '%s' %s" "$ASIDE" "$1"; }
 TARX="mkdir $WORK/t && for i in 1 2 3 4 5; do tar --numeric-owner -xzf $WORK/layers/\$i.tar.gz -C $WORK/t; done"
 GZ="for i in 1 2 3 4 5; do gzip -dc $WORK/layers/\$i.tar.gz; done > /dev/null"
 UMOCI="umoci unpack --image $WORK/layout:latest $WORK/u > /dev/null"
@@ -82,20 +81,81 @@ echo "== waiting 65 s for the set-up's deleted inodes to age out"
 sleep 65
 uptime
 
-hyperfine --runs "$RUNS" --warmup 1 --export-markdown "$WORK/results.md" --export-json "$WORK/results.json" \
-    -n "tar -xzf (5 layers in turn)" --prepare "$(aside "$WORK/t"); sync" "$TARX" \
-    -n "gzip -dc (5 layers)" --prepare "sync" "$GZ" \
-    -n "umoci unpack" --prepare "$(aside "$WORK/u"); sync" "$UMOCI" \
-    -n "skiff-image unpack --mode copy" --prepare "$(aside "$WORK/b-copy"); sync" "$COPY" \
-    -n "skiff-image unpack --mode overlay (cold cache)" --prepare "$RMB $WORK/b-ovc >/dev/null 2>&1 || true; $(aside "$WORK/store/layers"); mkdir -p $WORK/store/layers; sync" "$OVC"
-# A bundle from cached layers takes milliseconds, about what hyperfine's shell start-up costs, so
-# it is measured without a shell (-N) in its own run (a 0 ms mean breaks the relative table).
+# Interleaved rounds: each round runs every unpacker once (prepare, then the timed command), in
+# an order rotated per round, so a slow spell of this shared VM (host-side page faults make its
+# system time swing by 2x between minutes) hits all of them alike. Ratios to tar are taken within
+# each round, then the median over rounds is reported.
+NAMES="tar gzip umoci copy overlay"
+label() {
+    case $1 in
+    tar) echo "tar -xzf (5 layers in turn)" ;;
+    gzip) echo "gzip -dc (5 layers)" ;;
+    umoci) echo "umoci unpack" ;;
+    copy) echo "skiff-image unpack --mode copy" ;;
+    overlay) echo "skiff-image unpack --mode overlay (cold cache)" ;;
+    esac
+}
+prepare() {
+    case $1 in
+    tar) sh -c "$ASIDE" "$WORK/t" ;;
+    gzip) : ;;
+    umoci) sh -c "$ASIDE" "$WORK/u" ;;
+    copy) sh -c "$ASIDE" "$WORK/b-copy" ;;
+    overlay)
+        $RMB "$WORK/b-ovc" >/dev/null 2>&1 || true
+        sh -c "$ASIDE" "$WORK/store/layers"
+        mkdir -p "$WORK/store/layers"
+        ;;
+    esac
+    sync
+}
+command_of() {
+    case $1 in
+    tar) echo "$TARX" ;;
+    gzip) echo "$GZ" ;;
+    umoci) echo "$UMOCI" ;;
+    copy) echo "$COPY" ;;
+    overlay) echo "$OVC" ;;
+    esac
+}
+: > "$WORK/rounds.txt"
+# One warm-up round (not recorded), then $RUNS recorded ones.
+for r in $(seq 0 "$RUNS"); do
+    order=$(echo $NAMES $NAMES | cut -d' ' -f$((r % 5 + 1))-$((r % 5 + 5)))
+    for n in $order; do
+        prepare "$n"
+        /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" sh -c "$(command_of "$n")"
+        if [ "$r" -gt 0 ]; then echo "$r $n $(cat "$WORK/time.txt")" >> "$WORK/rounds.txt"; fi
+    done
+done
+# A bundle from cached layers takes milliseconds: measured without a shell (-N) by hyperfine.
 hyperfine -N --runs 20 --warmup 2 --export-markdown "$WORK/cached.md" \
     -n "skiff-image unpack --mode overlay (cached layers)" \
-    --prepare "sh -c '$RMB $WORK/b-ovw >/dev/null 2>&1 || true'" "$OVW"
+    --prepare "sh -c '$RMB $WORK/b-ovw >/dev/null 2>&1 || true'" "$OVW" >/dev/null
 uptime
-cat "$WORK/results.md" "$WORK/cached.md"
-echo "mean CPU per command (user / system, s):"
-jq -r '.results[] | "  \(.command): \(.user*1000|round/1000) / \(.system*1000|round/1000)"' "$WORK/results.json"
+echo
+echo "$RUNS interleaved rounds (wall s: median, min, max; CPU s: median user / system; ratio: median over rounds of the command's wall time / tar's in that round)"
+echo
+echo "| Command | median [s] | min [s] | max [s] | user / sys [s] | / tar |"
+echo "|:---|---:|---:|---:|---:|---:|"
+for n in $NAMES; do
+    awk -v n="$n" -v label="$(label "$n")" '
+        $2 == "tar" { tar[$1] = $3 }
+        $2 == n { w[++k] = $3; u[k] = $4; s[k] = $5; round[k] = $1 }
+        function med(a, m,   i, j, t, b) {
+            for (i = 1; i <= m; i++) b[i] = a[i]
+            for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (b[j] < b[i]) { t = b[i]; b[i] = b[j]; b[j] = t }
+            return (m % 2) ? b[(m + 1) / 2] : (b[m / 2] + b[m / 2 + 1]) / 2
+        }
+        END {
+            for (i = 1; i <= k; i++) r[i] = w[i] / tar[round[i]]
+            mn = w[1]; mx = w[1]
+            for (i = 1; i <= k; i++) { if (w[i] < mn) mn = w[i]; if (w[i] > mx) mx = w[i] }
+            printf "| `%s` | %.3f | %.3f | %.3f | %.2f / %.2f | %.2f |\n", label, med(w, k), mn, mx, med(u, k), med(s, k), med(r, k)
+        }' "$WORK/rounds.txt"
+done
+echo
+echo "per-round overlay cold / tar: $(awk '$2 == "tar" { t[$1] = $3 } $2 == "overlay" { o[$1] = $3 } END { for (r = 1; r in o; r++) printf "%.2f ", o[r] / t[r] }' "$WORK/rounds.txt")"
+cat "$WORK/cached.md"
 # Sanity: copy mode and umoci agree on the file count.
 echo "files: skiff-image copy $(find "$WORK/b-copy/rootfs" | wc -l), umoci $(find "$WORK/u/rootfs" | wc -l), tar $(find "$WORK/t" | wc -l)"

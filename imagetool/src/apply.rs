@@ -59,10 +59,15 @@ struct Applier<'a> {
     created: HashSet<PathBuf>,
     dir_times: Vec<(Vec<OsString>, i64, i64)>,
     /// The last parent directory resolved (entries come grouped by directory) and what new
-    /// files there get by default.
-    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, DirDefaults)>,
+    /// files there get by default (looked up when the first regular file goes there).
+    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>, Option<DirDefaults>)>,
     /// The process umask when this layer started.
     umask: u32,
+    /// Effective uid and gid are 0 (new files are owned by 0:0 unless the directory says else).
+    root_ids: bool,
+    /// The target was empty when this layer started and nothing but this layer's entries went
+    /// into it: a path not in `created` does not exist, so it needs no lstat before creation.
+    fresh: bool,
     buf: Vec<u8>,
     /// Lower layer dirs (bottom first) for hardlinks into them; `None`: not available.
     lowers: Option<Vec<RootDir>>,
@@ -92,6 +97,10 @@ fn apply_layer_with<R: Read>(
     lowers: Option<&[PathBuf]>,
 ) -> Result<ApplyStats> {
     let rootdir = RootDir::open(root)?;
+    let fresh = lowers.is_none()
+        && fsops::read_dir_names(rootdir.raw())
+            .map(|n| n.is_empty())
+            .unwrap_or(false);
     let lowers = match lowers {
         Some(ls) => Some(
             ls.iter()
@@ -112,6 +121,8 @@ fn apply_layer_with<R: Read>(
         copied_up: Vec::new(),
         copyup_dir_times: Vec::new(),
         umask: umask(),
+        root_ids: running_as_root(),
+        fresh,
     };
     let mut stats = ApplyStats::default();
     let mut ar = tar::Archive::new(reader);
@@ -265,21 +276,20 @@ impl Applier<'_> {
             return Ok(None);
         };
         let fd = Rc::new(fd);
-        let defaults = DirDefaults {
-            gid0: fsops::fstat(fd.as_raw_fd())
-                .map(|st| st.st_gid == 0)
-                .unwrap_or(false),
-            no_default_acl: fsops::get_xattr_fd(fd.as_raw_fd(), b"system.posix_acl_default")
-                .is_none(),
-        };
-        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), defaults));
+        self.last_parent = Some((comps.to_vec(), Rc::clone(&fd), None));
         Ok(Some(fd))
     }
 
     /// Defaults for new files in `comps`; unknown (not the cached parent) counts as none.
-    fn defaults(&self, comps: &[OsString]) -> DirDefaults {
-        match &self.last_parent {
-            Some((k, _, d)) if k.as_slice() == comps => *d,
+    fn defaults(&mut self, comps: &[OsString]) -> DirDefaults {
+        match &mut self.last_parent {
+            Some((k, fd, d)) if k.as_slice() == comps => *d.get_or_insert_with(|| DirDefaults {
+                gid0: fsops::fstat(fd.as_raw_fd())
+                    .map(|st| st.st_gid == 0)
+                    .unwrap_or(false),
+                no_default_acl: fsops::get_xattr_fd(fd.as_raw_fd(), b"system.posix_acl_default")
+                    .is_none(),
+            }),
             _ => DirDefaults::default(),
         }
     }
@@ -359,7 +369,11 @@ impl Applier<'_> {
             .parent(&raw, parent_comps, true)?
             .ok_or_else(|| Error::hostile(&raw, "parent directory could not be created"))?;
         let p = pfd.as_raw_fd();
-        let existing = fsops::lstat_at(p, &name).ctx(|| self.ctx("stat", &raw))?;
+        let existing = if self.fresh && !self.created.contains(&fsops::key(&comps)) {
+            None
+        } else {
+            fsops::lstat_at(p, &name).ctx(|| self.ctx("stat", &raw))?
+        };
         let is_dir_entry = et.is_dir();
         if let Some(st) = existing {
             let keep = is_dir_entry && ftype(&st) == libc::S_IFDIR;
@@ -389,8 +403,9 @@ impl Applier<'_> {
                 self.set_meta_fd(fd.as_raw_fd(), false, &meta, &raw)?;
                 self.dir_times
                     .push((comps.clone(), meta.mtime_sec, meta.mtime_nsec));
-                // Its owner/ACL may have changed: cached defaults for new files no longer hold.
-                self.invalidate();
+                // Entries inside it usually follow: it becomes the cached parent (its defaults
+                // for new files are looked up after its own owner and xattrs are set).
+                self.last_parent = Some((comps.clone(), Rc::new(fd), None));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 // Created with its final permission bits when the umask keeps them (no special
@@ -399,7 +414,7 @@ impl Applier<'_> {
                 let perm = meta.mode & 0o777;
                 let exact_mode =
                     dd.no_default_acl && meta.mode & 0o7000 == 0 && perm & self.umask == 0;
-                let skip_chown = meta.uid == 0 && meta.gid == 0 && dd.gid0 && running_as_root();
+                let skip_chown = meta.uid == 0 && meta.gid == 0 && dd.gid0 && self.root_ids;
                 let fd = fsops::openat(
                     p,
                     &name,
@@ -433,7 +448,7 @@ impl Applier<'_> {
                     .ctx(|| self.ctx("set times", &raw))?;
             }
             tar::EntryType::Symlink => {
-                self.invalidate();
+                // A new leaf in the cached parent: that handle and its defaults stay valid.
                 let target = e
                     .link_name_bytes()
                     .ok_or_else(|| Error::hostile(&raw, "symlink without target"))?

@@ -101,10 +101,29 @@ pub(crate) fn openat(
 /// openat2 with RESOLVE_IN_ROOT: symlinks are followed but confined to `root`.
 pub(crate) fn open_in_root(root: RawFd, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
     let rel = if rel.is_empty() { &b"."[..] } else { rel };
+    openat2(
+        root,
+        rel,
+        flags,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// openat2 of `rel` below `root` that fails (ELOOP) on any symlink and never leaves the root.
+fn open_beneath_no_symlinks(root: RawFd, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2(
+        root,
+        rel,
+        flags,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(root: RawFd, rel: &[u8], flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     let c = cstr(rel)?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // SAFETY: valid pointers; size matches struct.
     let fd = unsafe {
         libc::syscall(
@@ -484,6 +503,17 @@ impl RootDir {
         planted: &dyn Fn(&Path) -> bool,
         created: &mut dyn FnMut(&Path),
     ) -> Result<Option<OwnedFd>> {
+        // Common case in one syscall: every component is already a real directory. Anything
+        // else (missing, a symlink, not a directory) takes the component walk below.
+        if !comps.is_empty() {
+            if let Ok(fd) = open_beneath_no_symlinks(
+                self.fd.as_raw_fd(),
+                key(comps).as_os_str().as_bytes(),
+                libc::O_PATH | libc::O_DIRECTORY,
+            ) {
+                return Ok(Some(fd));
+            }
+        }
         let mut cur: OwnedFd = self
             .fd
             .try_clone()

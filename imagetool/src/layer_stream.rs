@@ -1,29 +1,28 @@
 //! A layer blob turned into its uncompressed tar stream by a producer thread, so decompression
 //! and hashing overlap with extraction (the tar applier consumes chunks as they are produced).
 //!
-//! The producer verifies the blob digest, decompresses (ordinary single-member gzip in one call
-//! with libdeflate, everything else streaming through zlib-ng or zstd), enforces the per-layer
-//! size limit and hashes the uncompressed bytes; the caller checks that hash against the diff_id.
+//! The producer verifies the blob digest, decompresses (gzip through zlib-ng, zstd), enforces the
+//! per-layer size limit and hashes the uncompressed bytes; the caller checks that hash against the
+//! diff_id. Everything streams through a few recycled chunk buffers: memory stays small and the
+//! same pages are reused, which matters on VMs where every freshly touched page costs a host-side
+//! fault (inflating whole layers into memory made unpacking spend more CPU clearing pages than
+//! inflating them).
 
 use crate::digest;
 use crate::error::{Error, Result};
-use crate::layer::{self, Compression};
+use crate::layer;
 use crate::store::{self, VerifiedBlob};
 use sha2::{Digest as _, Sha256};
-use std::io::{self, BufReader, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Bytes handed to the consumer per message.
-const CHUNK: usize = 1 << 20;
-/// Messages buffered between producer and consumer (streaming mode allocates one chunk each).
-const QUEUE: usize = 8;
-/// Largest compressed blob read whole into memory (bigger ones stream from the file).
-const WHOLE_MAX_IN: u64 = 256 << 20;
-/// Largest uncompressed layer (as its gzip trailer claims) inflated in one call.
-const WHOLE_MAX_OUT: u64 = 512 << 20;
+const CHUNK: usize = 256 * 1024;
+/// Messages buffered between producer and consumer.
+const QUEUE: usize = 16;
 
 /// Message of the producer's error when the consumer failed first (never shown to users).
 const ABORTED: &str = "layer extraction aborted";
@@ -36,39 +35,17 @@ fn is_aborted(e: &Error) -> bool {
     matches!(e, Error::Invalid(m) if m == ABORTED)
 }
 
-/// Memory all producers of this process may hold in whole-layer buffers at once; past it a
-/// layer streams instead (same result, a little slower).
-const WHOLE_BUDGET: u64 = 1 << 30;
-static WHOLE_IN_USE: AtomicU64 = AtomicU64::new(0);
-
-/// A share of [`WHOLE_BUDGET`], given back on drop.
-struct Reservation(u64);
-
-impl Reservation {
-    fn take(n: u64) -> Option<Reservation> {
-        WHOLE_IN_USE
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|t| *t <= WHOLE_BUDGET)
-            })
-            .ok()
-            .map(|_| Reservation(n))
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        WHOLE_IN_USE.fetch_sub(self.0, Ordering::AcqRel);
-    }
-}
-
 enum Msg {
-    Data(Arc<Vec<u8>>, usize, usize),
+    /// A full (or the last, shorter) chunk of the uncompressed stream.
+    Data(Vec<u8>),
     End,
 }
 
 /// A running producer for one layer; read it with [`LayerStream::reader`], then [`LayerStream::finish`].
 pub struct LayerStream {
     rx: Option<Receiver<Msg>>,
+    /// Consumed chunks go back to the producer for reuse.
+    recycle: Sender<Vec<u8>>,
     handle: Option<JoinHandle<Result<String>>>,
     abort: Arc<AtomicBool>,
     what: String,
@@ -78,27 +55,33 @@ pub struct LayerStream {
 /// The consumer side of a [`LayerStream`]: the uncompressed tar bytes.
 pub struct StreamReader<'a> {
     rx: &'a Receiver<Msg>,
-    cur: Option<(Arc<Vec<u8>>, usize, usize)>,
+    recycle: &'a Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
     ended: bool,
 }
 
 impl Read for StreamReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some((data, pos, end)) = &mut self.cur {
-                if *pos < *end {
-                    let n = buf.len().min(*end - *pos);
-                    buf[..n].copy_from_slice(&data[*pos..*pos + n]);
-                    *pos += n;
-                    return Ok(n);
-                }
-                self.cur = None;
+            if self.pos < self.cur.len() {
+                let n = buf.len().min(self.cur.len() - self.pos);
+                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
             }
             if self.ended || buf.is_empty() {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Msg::Data(d, s, e)) => self.cur = Some((d, s, e)),
+                Ok(Msg::Data(d)) => {
+                    let done = std::mem::replace(&mut self.cur, d);
+                    self.pos = 0;
+                    if done.capacity() > 0 {
+                        // The producer may have finished already: then the buffer just drops.
+                        let _ = self.recycle.send(done);
+                    }
+                }
                 Ok(Msg::End) => self.ended = true,
                 Err(_) => {
                     return Err(io::Error::other(
@@ -122,10 +105,12 @@ impl LayerStream {
     ) -> Result<Self> {
         let blob = store.open_blob(digest, Some(size))?;
         let (tx, rx) = sync_channel(QUEUE);
+        let (recycle, recycled) = channel();
         let abort = Arc::new(AtomicBool::new(false));
         let what = format!("layer {digest}");
         let p = Producer {
             tx,
+            recycled,
             abort: abort.clone(),
             what: what.clone(),
             digest: digest.to_string(),
@@ -136,10 +121,11 @@ impl LayerStream {
         };
         let handle = std::thread::Builder::new()
             .name("layer-inflate".into())
-            .spawn(move || p.run(blob, size))
+            .spawn(move || p.run(blob))
             .map_err(|e| Error::io("starting the layer decompression thread", e))?;
         Ok(LayerStream {
             rx: Some(rx),
+            recycle,
             handle: Some(handle),
             abort,
             what,
@@ -156,7 +142,9 @@ impl LayerStream {
     pub fn reader(&self) -> Option<StreamReader<'_>> {
         self.rx.as_ref().map(|rx| StreamReader {
             rx,
-            cur: None,
+            recycle: &self.recycle,
+            cur: Vec::new(),
+            pos: 0,
             ended: false,
         })
     }
@@ -207,6 +195,7 @@ impl Drop for LayerStream {
 
 struct Producer {
     tx: SyncSender<Msg>,
+    recycled: Receiver<Vec<u8>>,
     abort: Arc<AtomicBool>,
     what: String,
     digest: String,
@@ -217,60 +206,13 @@ struct Producer {
 }
 
 impl Producer {
-    fn run(mut self, mut blob: VerifiedBlob, size: u64) -> Result<String> {
-        let in_share = if size <= WHOLE_MAX_IN {
-            Reservation::take(size)
-        } else {
-            None
-        };
-        if let Some(_in_share) = in_share {
-            // Whole blob in memory: its digest is verified before anything is decompressed.
-            let mut data = big_buffer(size as usize + 1).unwrap_or_default();
-            (&mut blob)
-                .take(size + 1)
-                .read_to_end(&mut data)
-                .map_err(|e| store::blob_read_error(&self.digest, e))?;
-            if data.len() as u64 > size {
-                // Longer than its descriptor: let the verifier report the size mismatch.
-                blob.finish()
-                    .map_err(|e| store::blob_read_error(&self.digest, e))?;
-                return Err(Error::Invalid(format!(
-                    "blob {} is larger than its descriptor's {size} bytes",
-                    self.digest
-                )));
-            }
-            let data = Arc::new(data);
-            let comp = layer::sniff(&mut &data[..]).map_err(|e| self.io("reading layer", e))?;
-            match comp {
-                Compression::None => {
-                    let n = data.len();
-                    self.emit(&data, 0, n)?;
-                }
-                Compression::Gzip => match self.inflate_whole(&data) {
-                    Some((out, _out_share)) => {
-                        let out = Arc::new(out);
-                        let n = out.len();
-                        self.emit(&out, 0, n)?;
-                    }
-                    None => {
-                        let r = layer::decompress(io::Cursor::new(&data[..]))
-                            .map_err(|e| self.io("reading layer header", e))?;
-                        self.stream(r)?;
-                    }
-                },
-                Compression::Zstd => {
-                    let r = layer::decompress(io::Cursor::new(&data[..]))
-                        .map_err(|e| self.io("reading layer header", e))?;
-                    self.stream(r)?;
-                }
-            }
-        } else {
-            let br = BufReader::with_capacity(256 * 1024, &mut blob);
-            let r = layer::decompress(br).map_err(|e| self.io("reading layer header", e))?;
-            self.stream(r)?;
-            blob.finish()
-                .map_err(|e| store::blob_read_error(&self.digest, e))?;
-        }
+    fn run(mut self, mut blob: VerifiedBlob) -> Result<String> {
+        let r = layer::decompress(io::BufReader::with_capacity(256 * 1024, &mut blob))
+            .map_err(|e| self.io("reading layer header", e))?;
+        self.stream(r)?;
+        // The decoder may stop before the blob's end (trailing bytes): the digest covers all.
+        blob.finish()
+            .map_err(|e| store::blob_read_error(&self.digest, e))?;
         if !self.receiver_gone {
             let _ = self.tx.send(Msg::End);
         }
@@ -283,40 +225,6 @@ impl Producer {
         }
         // The caller prefixes the layer (see `layer::apply_stream`).
         Error::io(ctx.to_string(), e)
-    }
-
-    /// Inflate a single-member gzip in one libdeflate call. `None` (use the streaming decoder)
-    /// when the trailer's size is implausible, the data has more than one member or trailing
-    /// bytes, or libdeflate rejects it (the streaming decoder then reports the precise error).
-    fn inflate_whole(&self, data: &[u8]) -> Option<(Vec<u8>, Reservation)> {
-        if data.len() < 18 {
-            return None;
-        }
-        let t = &data[data.len() - 4..];
-        // Untrusted: only a size hint, bounded here and checked by libdeflate against the output.
-        let isize = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64;
-        if isize > self.limit || isize > WHOLE_MAX_OUT {
-            return None;
-        }
-        let share = Reservation::take(isize)?;
-        gzip_whole::inflate(data, isize as usize).map(|out| (out, share))
-    }
-
-    /// Hash, count and hand over `data[start..end]` in chunks.
-    fn emit(&mut self, data: &Arc<Vec<u8>>, start: usize, end: usize) -> Result<()> {
-        let mut pos = start;
-        while pos < end {
-            if self.abort.load(Ordering::Relaxed) {
-                return Err(aborted());
-            }
-            let e = end.min(pos + CHUNK);
-            self.account(&data[pos..e])?;
-            if !self.receiver_gone && self.tx.send(Msg::Data(Arc::clone(data), pos, e)).is_err() {
-                self.gone()?;
-            }
-            pos = e;
-        }
-        Ok(())
     }
 
     fn account(&mut self, b: &[u8]) -> Result<()> {
@@ -341,12 +249,31 @@ impl Producer {
         Ok(())
     }
 
+    /// A chunk buffer: one the consumer gave back, else a new one.
+    fn buffer(&self) -> Vec<u8> {
+        match self.recycled.try_recv() {
+            Ok(mut b) if b.capacity() >= CHUNK => {
+                b.resize(CHUNK, 0);
+                b
+            }
+            _ => vec![0u8; CHUNK],
+        }
+    }
+
     fn stream<R: Read>(&mut self, mut r: R) -> Result<()> {
+        // Once the consumer is gone, one buffer is enough to hash the rest.
+        let mut spare: Option<Vec<u8>> = None;
         loop {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(aborted());
             }
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = match spare.take() {
+                Some(mut b) => {
+                    b.resize(CHUNK, 0);
+                    b
+                }
+                None => self.buffer(),
+            };
             let mut n = 0;
             while n < CHUNK {
                 match r.read(&mut buf[n..]) {
@@ -360,93 +287,17 @@ impl Producer {
                 return Ok(());
             }
             buf.truncate(n);
-            let buf = Arc::new(buf);
-            self.emit(&buf, 0, n)?;
-        }
-    }
-}
-
-/// An empty buffer with room for `cap` bytes (`None` if that much memory is not available).
-/// Not backed by transparent huge pages on purpose: on this VM, fresh 2 MiB pages made the
-/// kernel's page clearing cost more CPU than inflating (host-side faults on untouched memory).
-fn big_buffer(cap: usize) -> Option<Vec<u8>> {
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(cap).ok()?;
-    Some(v)
-}
-
-/// One-call gzip inflate through libdeflate.
-mod gzip_whole {
-    use libdeflate_sys::{
-        libdeflate_alloc_decompressor, libdeflate_free_decompressor, libdeflate_gzip_decompress_ex,
-        libdeflate_result_LIBDEFLATE_SUCCESS,
-    };
-
-    /// Inflate `data`, which must be exactly one gzip member whose output is at most `cap`
-    /// bytes; `None` otherwise. libdeflate checks the member's CRC-32 and ISIZE itself.
-    pub(super) fn inflate(data: &[u8], cap: usize) -> Option<Vec<u8>> {
-        let mut out = super::big_buffer(cap.max(1))?;
-        // SAFETY: plain allocation; freed below on every path.
-        let d = unsafe { libdeflate_alloc_decompressor() };
-        if d.is_null() {
-            return None;
-        }
-        let mut in_n = 0usize;
-        let mut out_n = 0usize;
-        // SAFETY: `data` is valid for its length; `out` has `cap` bytes of spare capacity that
-        // libdeflate may write to (never more); the counters are valid out pointers.
-        let rc = unsafe {
-            libdeflate_gzip_decompress_ex(
-                d,
-                data.as_ptr().cast(),
-                data.len(),
-                out.as_mut_ptr().cast(),
-                cap,
-                &mut in_n,
-                &mut out_n,
-            )
-        };
-        // SAFETY: allocated above, not used after this.
-        unsafe { libdeflate_free_decompressor(d) };
-        if rc != libdeflate_result_LIBDEFLATE_SUCCESS || in_n != data.len() || out_n > cap {
-            return None;
-        }
-        // SAFETY: libdeflate initialised the first `out_n` (<= cap <= capacity) bytes.
-        unsafe { out.set_len(out_n) };
-        Some(out)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use std::io::Write;
-
-        fn gz(data: &[u8]) -> Vec<u8> {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(data).expect("write");
-            e.finish().expect("finish")
-        }
-
-        #[test]
-        fn single_member_roundtrip() {
-            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let g = gz(&data);
-            assert_eq!(super::inflate(&g, data.len()).as_deref(), Some(&data[..]));
-            // Too small an output buffer (a lying trailer) is refused, not overrun.
-            assert!(super::inflate(&g, data.len() - 1).is_none());
-        }
-
-        #[test]
-        fn multi_member_and_trailing_bytes_fall_back() {
-            let mut g = gz(b"hello ");
-            g.extend_from_slice(&gz(b"world"));
-            assert!(super::inflate(&g, 1 << 20).is_none());
-            let mut g = gz(b"hello");
-            g.extend_from_slice(&[0, 0, 0, 0]);
-            assert!(super::inflate(&g, 1 << 20).is_none());
-            let mut g = gz(b"hello");
-            let n = g.len();
-            g[n - 9] ^= 0xff;
-            assert!(super::inflate(&g, 1 << 20).is_none());
+            self.account(&buf)?;
+            if self.receiver_gone {
+                spare = Some(buf);
+                continue;
+            }
+            if let Err(e) = self.tx.send(Msg::Data(buf)) {
+                if let Msg::Data(b) = e.0 {
+                    spare = Some(b);
+                }
+                self.gone()?;
+            }
         }
     }
 }
