@@ -1,8 +1,9 @@
 //! skiff-image: hardlinks to files of a LOWER layer. Overlay mode copies the target up from the
 //! nearest lower layer that shows it (whiteouts and opaque dirs in between honoured) into the
 //! new layer and links to the copy, so the overlay view equals copy mode's tree and umoci's.
-//! Hostile variants (target through a symlink, `..`, whited out, behind an opaque dir) must
-//! fail clearly or give the right result, and never reach outside the bundle.
+//! Targets through lower-layer symlinks resolve inside the image root in both modes. Hostile
+//! variants (symlink loops, symlinks planted by the same layer, `..`, whited out, behind an
+//! opaque dir) must fail clearly or give the right result, and never reach outside the bundle.
 
 mod image_support;
 
@@ -199,39 +200,87 @@ fn hardlink_to_lower_file_whited_out_earlier_in_the_same_layer() {
 
 #[test]
 fn hardlink_to_lower_file_through_a_lower_symlink() {
-    // Copy mode resolves the lower symlink inside the rootfs; overlay mode refuses paths
-    // through symlinks for copy-ups. Either way nothing outside is touched.
-    if !conformance::is_root() {
-        eprintln!("SKIP: through-symlink: needs root");
-        return;
-    }
+    // s -> usr/bin (lower layer): copy mode and umoci resolve it inside the rootfs; overlay
+    // mode resolves it in the merged view of the layers and copies usr/bin/tool up.
     let tars = vec![base_layer(), Layer::new().hardlink("l", "s/tool").finish()];
-    refused("through-symlink", tars.clone(), &[("overlay", "symlink")]);
-    let t = TestDir::new("imghl-through-symlink-copy");
-    let layout = t.join("layout");
-    layout_from_tars(&layout, &tars);
-    let store = t.join("store");
-    let b = t.join("b");
-    ok(
-        &si(
-            &store,
-            &[
-                "unpack",
-                &format!("oci:{}:latest", layout.display()),
-                b.to_str().unwrap_or_default(),
-                "--mode",
-                "copy",
-            ],
-        ),
-        "copy mode",
+    agree("through-symlink", tars, true);
+}
+
+#[test]
+fn hardlink_through_lower_symlinks_with_dotdot_and_absolute_targets() {
+    // up -> ../../../usr (climbs above the root: clamped there), abs -> /usr/bin (absolute:
+    // the image root, never the host's), chain -> abs.
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .dir("x", 0o755)
+            .symlink("x/up", "../../../usr")
+            .symlink("abs", "/usr/bin")
+            .symlink("chain", "abs")
+            .finish(),
+        Layer::new()
+            .hardlink("l1", "x/up/bin/tool")
+            .hardlink("l2", "abs/other")
+            .hardlink("l3", "chain/tool")
+            .finish(),
+    ];
+    agree("symlink-dotdot-abs", tars, true);
+}
+
+#[test]
+fn hardlink_through_a_lower_symlink_to_a_file_of_the_same_layer() {
+    // The link names the new file through the lower symlink s -> usr/bin: it must join the
+    // new file's group, not copy up anything.
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .dir("usr", 0o755)
+            .dir_owned("usr/bin", 0o750, 12, 34)
+            .file("usr/bin/new", 0o644, b"new in the top layer")
+            .hardlink("l", "s/new")
+            .finish(),
+    ];
+    agree("symlink-to-same-layer", tars, true);
+}
+
+#[test]
+fn hardlink_through_a_lower_symlink_loop_is_refused() {
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .symlink("loop1", "loop2")
+            .symlink("loop2", "loop1")
+            .finish(),
+        Layer::new().hardlink("l", "loop1/tool").finish(),
+    ];
+    refused(
+        "symlink-loop",
+        tars,
+        &[("copy", "symbolic links"), ("overlay", "too many symlinks")],
     );
-    let got = std::fs::read(b.join("rootfs/l")).expect("link");
-    assert_eq!(got, b"the tool's bytes");
+}
+
+#[test]
+fn hardlink_through_a_symlink_of_the_same_layer_is_refused() {
+    // A symlink the layer itself planted is never resolved (CVE-2018-15664 style), in either mode.
+    let tars = vec![
+        base_layer(),
+        Layer::new()
+            .symlink("mine", "usr/bin")
+            .hardlink("l", "mine/tool")
+            .finish(),
+    ];
+    refused(
+        "planted-symlink",
+        tars,
+        &[("copy", "symlink"), ("overlay", "symlink")],
+    );
 }
 
 #[test]
 fn hardlink_through_lower_symlink_to_host_is_refused() {
-    // escape -> /etc: must never link the host's /etc/passwd.
+    // escape -> /etc resolves to the image's own /etc, which it lacks: the host's /etc/passwd
+    // is never linked.
     let tars = vec![
         base_layer(),
         Layer::new().hardlink("pw", "escape/passwd").finish(),
@@ -239,7 +288,7 @@ fn hardlink_through_lower_symlink_to_host_is_refused() {
     refused(
         "escape-symlink",
         tars,
-        &[("copy", "does not exist"), ("overlay", "symlink")],
+        &[("copy", "does not exist"), ("overlay", "does not exist")],
     );
 }
 

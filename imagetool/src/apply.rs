@@ -572,24 +572,48 @@ impl Applier<'_> {
         dest_name: &OsStr,
     ) -> Result<()> {
         self.invalidate();
-        let Some(lowers) = &self.lowers else {
-            return Err(Error::Invalid(format!(
+        let needs_lowers = || {
+            Error::Invalid(format!(
                 "layer entry {:?}: hardlink target {:?} {}",
                 String::from_utf8_lossy(raw),
                 String::from_utf8_lossy(link),
                 lower_link::NEEDS_LOWER_MARK
-            )));
+            ))
         };
-        let found = lower_link::find(self.root.raw(), lowers, raw, link, lcomps)?;
-        let cu = lower_link::copy_up(self.root.raw(), &found, raw, lcomps)?;
-        let tname = &lcomps[lcomps.len() - 1];
+        let lowers = self.lowers.as_ref().ok_or_else(needs_lowers)?;
+        let real = lower_link::resolve(self.root.raw(), lowers, raw, link, lcomps)?;
+        let (tname, tparent) = real
+            .split_last()
+            .ok_or_else(|| Error::hostile(raw, "hardlink to the root directory"))?;
+        if real != lcomps {
+            // Through a lower symlink the target may be a file this layer already has.
+            if let Some(tp) = self.parent(raw, tparent, false)? {
+                let st = fsops::lstat_at(tp.as_raw_fd(), tname)
+                    .ctx(|| self.ctx("stat link target of", raw))?;
+                match st {
+                    Some(st) if ftype(&st) == libc::S_IFDIR => {
+                        return Err(Error::hostile(raw, "hardlink to a directory"))
+                    }
+                    Some(st) if !(ftype(&st) == libc::S_IFCHR && st.st_rdev == 0) => {
+                        fsops::linkat(tp.as_raw_fd(), tname, dest_dir, dest_name)
+                            .ctx(|| self.ctx("hardlink", raw))?;
+                        return Ok(());
+                    }
+                    // Missing or whited out here: the lower layers decide.
+                    _ => {}
+                }
+            }
+        }
+        let lowers = self.lowers.as_ref().ok_or_else(needs_lowers)?;
+        let found = lower_link::find(self.root.raw(), lowers, raw, link, &real)?;
+        let cu = lower_link::copy_up(self.root.raw(), &found, raw, &real)?;
         fsops::linkat(cu.parent.as_raw_fd(), tname, dest_dir, dest_name)
             .ctx(|| self.ctx("hardlink", raw))?;
         if cu.is_symlink {
-            self.planted.insert(fsops::key(lcomps));
+            self.planted.insert(fsops::key(&real));
         }
         self.copyup_dir_times.extend(cu.dir_times);
-        self.copied_up.push(lcomps.to_vec());
+        self.copied_up.push(real);
         Ok(())
     }
 

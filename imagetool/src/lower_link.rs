@@ -5,9 +5,11 @@
 //! copied from the nearest lower layer that shows it into this layer and the link is made to the
 //! copy; in the merged view both names then share one inode, as in copy mode. The target is
 //! looked up following overlayfs' visibility rules: a whiteout or an opaque directory in this
-//! layer or in any layer in between hides what lies below. Every path is walked one component
-//! at a time with O_NOFOLLOW inside each layer dir; a symlink or non-directory on the way is
-//! refused, so nothing outside the layer dirs is ever read or written.
+//! layer or in any layer in between hides what lies below. Symlinks of lower layers among the
+//! target's parent directories are resolved in that merged view, confined to the image root as
+//! copy mode's lookup is (one made by this layer is refused, as in copy mode); the resulting
+//! path is then walked one component at a time with O_NOFOLLOW inside each layer dir, so nothing
+//! outside the layer dirs is ever read or written.
 
 use crate::apply::is_overlay_opaque;
 use crate::error::{Error, IoContext, Result};
@@ -15,6 +17,7 @@ use crate::fsops::{self, RootDir};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// Marker in the error raised when such a hardlink is met but no lower layers were supplied
 /// (the caller extracts that layer again once its lower layers are cached).
@@ -52,43 +55,61 @@ fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
 }
 
-/// Find `target` (clean components) in the merged view of `layer` (the layer being extracted,
-/// topmost) over `lowers` (bottom first), in a lower layer.
-pub(crate) fn find(
+fn not_found(raw: &[u8], link: &[u8], why: &str) -> Error {
+    Error::Invalid(format!(
+        "layer entry {:?}: hardlink target {:?} {why}",
+        text(raw),
+        text(link)
+    ))
+}
+
+fn through_symlink(raw: &[u8], link: &[u8]) -> Error {
+    Error::hostile(
+        raw,
+        format!(
+            "hardlink target {:?} goes through a symlink of this layer",
+            text(link)
+        ),
+    )
+}
+
+/// One directory of the merged view (this layer over the lower layers).
+struct Level {
+    /// This layer's directory at this level, while it has one.
+    here: Option<OwnedFd>,
+    /// Lower dirs still contributing at this level, topmost first.
+    cands: Vec<OwnedFd>,
+    /// For each directory walked so far: the topmost lower dir providing it.
+    parent_sources: Vec<OwnedFd>,
+}
+
+/// Walk the directories `dirs` of the merged view of `layer` (topmost) over `lowers` (bottom
+/// first). Each must be a directory; a symlink on the way is refused (resolve them first).
+fn descend(
     layer: RawFd,
     lowers: &[RootDir],
     raw: &[u8],
     link: &[u8],
-    target: &[OsString],
-) -> Result<Found> {
-    let not_found = |why: &str| {
-        Error::Invalid(format!(
-            "layer entry {:?}: hardlink target {:?} {why}",
-            text(raw),
-            text(link)
-        ))
-    };
+    dirs: &[OsString],
+) -> Result<Level> {
     let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
     let dup = |fd: RawFd| -> Result<OwnedFd> {
         fsops::openat(fd, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)
             .ctx(|| ctx("opening a layer for"))
     };
-    let Some((name, parents)) = target.split_last() else {
-        return Err(Error::hostile(raw, "hardlink to the root directory"));
-    };
-    // This layer's directory at the current level, while it has one.
     let mut here = Some(dup(layer)?);
-    // Lower dirs still contributing at the current level, topmost first.
     let mut cands: Vec<OwnedFd> = Vec::new();
     for l in lowers.iter().rev() {
         cands.push(dup(l.raw())?);
     }
     let mut parent_sources = Vec::new();
-    for comp in parents {
+    for comp in dirs {
         if let Some(h) = here.take() {
             match fsops::lstat_at(h.as_raw_fd(), comp).ctx(|| ctx("looking up"))? {
                 None => {}
-                Some(st) if is_whiteout(&st) => return Err(not_found("was removed by a whiteout")),
+                Some(st) if is_whiteout(&st) => {
+                    return Err(not_found(raw, link, "was removed by a whiteout"))
+                }
                 Some(st) if ftype(&st) == libc::S_IFDIR => {
                     let fd = open_dir_at(h.as_raw_fd(), comp).ctx(|| ctx("opening"))?;
                     if is_overlay_opaque(fd.as_raw_fd()) {
@@ -96,13 +117,8 @@ pub(crate) fn find(
                     }
                     here = Some(fd);
                 }
-                Some(st) if ftype(&st) == libc::S_IFLNK => {
-                    return Err(Error::hostile(
-                        raw,
-                        format!("hardlink target {:?} goes through a symlink", text(link)),
-                    ))
-                }
-                Some(_) => return Err(not_found("has a non-directory in its path")),
+                Some(st) if ftype(&st) == libc::S_IFLNK => return Err(through_symlink(raw, link)),
+                Some(_) => return Err(not_found(raw, link, "has a non-directory in its path")),
             }
         }
         let mut next: Vec<OwnedFd> = Vec::new();
@@ -127,7 +143,7 @@ pub(crate) fn find(
                                 format!("hardlink target {:?} goes through a symlink", text(link)),
                             ));
                         }
-                        return Err(not_found("has a non-directory in its path"));
+                        return Err(not_found(raw, link, "has a non-directory in its path"));
                     }
                     break;
                 }
@@ -135,36 +151,158 @@ pub(crate) fn find(
         }
         cands = next;
         let Some(top) = cands.first() else {
-            return Err(not_found("does not exist"));
+            return Err(not_found(raw, link, "does not exist"));
         };
         parent_sources.push(dup(top.as_raw_fd())?);
     }
-    if let Some(h) = &here {
-        if let Some(st) = fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
-            if is_whiteout(&st) {
-                return Err(not_found("was removed by a whiteout"));
-            }
+    Ok(Level {
+        here,
+        cands,
+        parent_sources,
+    })
+}
+
+/// What the merged view shows under one name of a [`Level`].
+enum Top {
+    Missing(&'static str),
+    Dir,
+    /// A symlink of a lower layer, with its target.
+    Symlink(Vec<u8>),
+    Other,
+}
+
+fn top_entry(level: &Level, raw: &[u8], link: &[u8], name: &OsStr) -> Result<Top> {
+    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    if let Some(h) = &level.here {
+        match fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
+            None => {}
+            Some(st) if is_whiteout(&st) => return Ok(Top::Missing("was removed by a whiteout")),
+            Some(st) if ftype(&st) == libc::S_IFDIR => return Ok(Top::Dir),
+            // Made by this layer: as in copy mode, never resolved through.
+            Some(st) if ftype(&st) == libc::S_IFLNK => return Err(through_symlink(raw, link)),
+            Some(_) => return Ok(Top::Other),
         }
     }
-    for c in &cands {
+    for c in &level.cands {
         match fsops::lstat_at(c.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
             None => continue,
             Some(st) if is_whiteout(&st) => {
-                return Err(not_found("was removed by a whiteout in a lower layer"))
+                return Ok(Top::Missing("was removed by a whiteout in a lower layer"))
+            }
+            Some(st) if ftype(&st) == libc::S_IFDIR => return Ok(Top::Dir),
+            Some(st) if ftype(&st) == libc::S_IFLNK => {
+                let t = fsops::readlinkat(c.as_raw_fd(), name).ctx(|| ctx("reading symlink in"))?;
+                return Ok(Top::Symlink(t));
+            }
+            Some(_) => return Ok(Top::Other),
+        }
+    }
+    Ok(Top::Missing("does not exist"))
+}
+
+/// Symlinks followed while resolving one hardlink target (the kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolve lower-layer symlinks among the parent directories of `target` in the merged view,
+/// the way copy mode's lookup confined to the rootfs does: absolute targets start again at the
+/// image root and `..` never climbs above it. Returns the symlink-free path of the target (its
+/// own last component is never followed: a hardlink to a symlink links the symlink).
+pub(crate) fn resolve(
+    layer: RawFd,
+    lowers: &[RootDir],
+    raw: &[u8],
+    link: &[u8],
+    target: &[OsString],
+) -> Result<Vec<OsString>> {
+    let Some((name, parents)) = target.split_last() else {
+        return Err(Error::hostile(raw, "hardlink to the root directory"));
+    };
+    let mut todo: std::collections::VecDeque<OsString> = parents.iter().cloned().collect();
+    let mut done: Vec<OsString> = Vec::new();
+    let mut followed = 0;
+    while let Some(comp) = todo.pop_front() {
+        match comp.as_bytes() {
+            b"" | b"." => continue,
+            b".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let level = descend(layer, lowers, raw, link, &done)?;
+        match top_entry(&level, raw, link, &comp)? {
+            Top::Dir => done.push(comp),
+            Top::Missing(why) => return Err(not_found(raw, link, why)),
+            Top::Other => return Err(not_found(raw, link, "has a non-directory in its path")),
+            Top::Symlink(t) => {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(not_found(raw, link, "goes through too many symlinks"));
+                }
+                if t.first() == Some(&b'/') {
+                    done.clear();
+                }
+                for part in t.split(|b| *b == b'/').rev() {
+                    todo.push_front(OsStr::from_bytes(part).to_os_string());
+                }
+            }
+        }
+    }
+    done.push(name.clone());
+    Ok(done)
+}
+
+/// Find `target` (clean components, no symlinks: see [`resolve`]) in the merged view of
+/// `layer` (the layer being extracted, topmost) over `lowers` (bottom first), in a lower layer.
+pub(crate) fn find(
+    layer: RawFd,
+    lowers: &[RootDir],
+    raw: &[u8],
+    link: &[u8],
+    target: &[OsString],
+) -> Result<Found> {
+    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    let Some((name, parents)) = target.split_last() else {
+        return Err(Error::hostile(raw, "hardlink to the root directory"));
+    };
+    let level = descend(layer, lowers, raw, link, parents)?;
+    if let Some(h) = &level.here {
+        if let Some(st) = fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
+            if is_whiteout(&st) {
+                return Err(not_found(raw, link, "was removed by a whiteout"));
+            }
+        }
+    }
+    for c in &level.cands {
+        match fsops::lstat_at(c.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
+            None => continue,
+            Some(st) if is_whiteout(&st) => {
+                return Err(not_found(
+                    raw,
+                    link,
+                    "was removed by a whiteout in a lower layer",
+                ))
             }
             Some(st) if ftype(&st) == libc::S_IFDIR => {
                 return Err(Error::hostile(raw, "hardlink to a directory"))
             }
             Some(st) => {
+                let src_dir = fsops::openat(
+                    c.as_raw_fd(),
+                    OsStr::new("."),
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                )
+                .ctx(|| ctx("opening a layer for"))?;
                 return Ok(Found {
-                    parent_sources,
-                    src_dir: dup(c.as_raw_fd())?,
+                    parent_sources: level.parent_sources,
+                    src_dir,
                     st,
-                })
+                });
             }
         }
     }
-    Err(not_found("does not exist"))
+    Err(not_found(raw, link, "does not exist"))
 }
 
 /// What a copy-up made in this layer.
