@@ -17,6 +17,7 @@ pub mod layer;
 pub mod layer_stream;
 pub mod lower_link;
 pub mod network;
+mod random;
 pub mod resources;
 pub mod spec;
 pub mod store;

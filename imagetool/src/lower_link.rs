@@ -202,6 +202,9 @@ fn top_entry(level: &Level, raw: &[u8], link: &[u8], name: &OsStr) -> Result<Top
 
 /// Symlinks followed while resolving one hardlink target (the kernel's limit).
 const MAX_SYMLINKS: usize = 40;
+/// Path components looked at while resolving one hardlink target (each lookup walks the path
+/// so far again, so a hostile path of thousands of components must stop early).
+const MAX_COMPONENTS: usize = 256;
 
 /// Resolve lower-layer symlinks among the parent directories of `target` in the merged view,
 /// the way copy mode's lookup confined to the rootfs does: absolute targets start again at the
@@ -220,7 +223,12 @@ pub(crate) fn resolve(
     let mut todo: std::collections::VecDeque<OsString> = parents.iter().cloned().collect();
     let mut done: Vec<OsString> = Vec::new();
     let mut followed = 0;
+    let mut looked_at = 0;
     while let Some(comp) = todo.pop_front() {
+        looked_at += 1;
+        if looked_at > MAX_COMPONENTS {
+            return Err(not_found(raw, link, "has too many path components"));
+        }
         match comp.as_bytes() {
             b"" | b"." => continue,
             b".." => {

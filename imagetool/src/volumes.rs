@@ -14,7 +14,7 @@ use crate::store::Store;
 use crate::tree::{self, TarWriter, Walk};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -242,11 +242,7 @@ fn volume_dir(store: &Store, name: &str) -> Result<PathBuf> {
 }
 
 fn random_id() -> Result<String> {
-    let mut b = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::io("reading /dev/urandom for a volume id", e))?;
-    Ok(hex::encode(b))
+    crate::random::hex_id(32).map_err(|e| Error::io("picking a random volume id", e))
 }
 
 /// Copy the directory at `ctr` inside `rootfs` (if the image has one there) into `data`,

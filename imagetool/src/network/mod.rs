@@ -162,20 +162,9 @@ pub fn check(opts: &NetworkOptions) -> Result<(), NetError> {
 }
 
 /// A Docker-like random 12-hex-digit hostname.
-pub fn random_hostname() -> String {
-    let mut b = [0u8; 6];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    if !ok {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-            ^ u128::from(std::process::id());
-        b.copy_from_slice(&t.to_le_bytes()[..6]);
-    }
-    hex::encode(b)
+pub fn random_hostname() -> Result<String, NetError> {
+    crate::random::hex_id(6)
+        .map_err(|e| NetError::Options(format!("cannot pick a random hostname: {e}")))
 }
 
 fn read_host_file(path: &str) -> String {
@@ -268,11 +257,14 @@ pub fn prepare_bundle(
     }
     let hostname = match spec["hostname"].as_str() {
         Some(h) => h.to_string(),
-        None if mode == NetMode::Host => nix::unistd::gethostname()
+        None if mode == NetMode::Host => match nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(random_hostname),
-        None => random_hostname(),
+        {
+            Some(h) => h,
+            None => random_hostname()?,
+        },
+        None => random_hostname()?,
     };
     if !hostname_valid(&hostname) {
         return Err(NetError::Options(format!(
