@@ -157,5 +157,9 @@ done
 echo
 echo "per-round overlay cold / tar: $(awk '$2 == "tar" { t[$1] = $3 } $2 == "overlay" { o[$1] = $3 } END { for (r = 1; r in o; r++) printf "%.2f ", o[r] / t[r] }' "$WORK/rounds.txt")"
 cat "$WORK/cached.md"
+# The round times survive the next run's clean-up of $WORK.
+KEEP="$(dirname "$WORK")/rounds-$(date +%Y%m%d-%H%M%S).txt"
+cp "$WORK/rounds.txt" "$KEEP"
+echo "round times (round command wall user sys): $KEEP"
 # Sanity: copy mode and umoci agree on the file count.
 echo "files: skiff-image copy $(find "$WORK/b-copy/rootfs" | wc -l), umoci $(find "$WORK/u/rootfs" | wc -l), tar $(find "$WORK/t" | wc -l)"
