@@ -124,18 +124,28 @@ impl Systemd {
         let mut line = serde_json::to_string(req).map_err(|e| broken(e.to_string()))?;
         line.push('\n');
         let stdin = self.stdin.as_mut().ok_or_else(|| broken("closed".into()))?;
-        stdin
+        let exited = |child: &mut std::process::Child| {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            broken(format!("it exited unexpectedly ({status})"))
+        };
+        match stdin
             .write_all(line.as_bytes())
             .and_then(|()| stdin.flush())
-            .map_err(|e| broken(e.to_string()))?;
+        {
+            Ok(()) => {}
+            // It died before reading the request: say so, as when it dies before answering.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Err(exited(&mut self.child))
+            }
+            Err(e) => return Err(broken(e.to_string())),
+        }
         let mut answer = String::new();
         let n = self
             .stdout
             .read_line(&mut answer)
             .map_err(|e| broken(e.to_string()))?;
         if n == 0 {
-            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-            return Err(broken(format!("it exited unexpectedly ({status})")));
+            return Err(exited(&mut self.child));
         }
         match serde_json::from_str::<Response>(&answer) {
             Ok(Response::Error(msg)) => Err(invalid(msg)),
