@@ -1399,30 +1399,7 @@ impl<'a> Builder<'a> {
                     if !dir.exists() {
                         fs::create_dir_all(&dir)
                             .ctx(format!("creating cache mount {}", dir.display()))?;
-                        let mode = m
-                            .mode
-                            .as_deref()
-                            .map(|s| u32::from_str_radix(s, 8))
-                            .transpose()
-                            .ctx("cache mount mode")?
-                            .unwrap_or(0o755);
-                        set_mode(&dir, mode)?;
-                        let uid = m
-                            .uid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("cache mount uid")?
-                            .unwrap_or(0);
-                        let gid = m
-                            .gid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("cache mount gid")?
-                            .unwrap_or(0);
-                        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                            .ctx("chown cache mount")?;
+                        apply_mount_owner(&dir, m, "cache mount", 0o755)?;
                     }
                     let ro = m.readonly.unwrap_or(false);
                     extra.push(ExtraMount {
@@ -1520,29 +1497,7 @@ impl<'a> Builder<'a> {
                             abs(m.target.as_deref().unwrap_or(&format!("/run/secrets/{id}")));
                         let p = scratch.path().join(format!("secret{i}"));
                         fs::write(&p, &data).ctx("staging secret")?;
-                        let mode = m
-                            .mode
-                            .as_deref()
-                            .map(|s| u32::from_str_radix(s, 8))
-                            .transpose()
-                            .ctx("secret mode")?
-                            .unwrap_or(0o400);
-                        set_mode(&p, mode)?;
-                        let uid = m
-                            .uid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("secret uid")?
-                            .unwrap_or(0);
-                        let gid = m
-                            .gid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("secret gid")?
-                            .unwrap_or(0);
-                        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).ctx("chown secret")?;
+                        apply_mount_owner(&p, m, "secret", 0o400)?;
                         extra.push(ExtraMount {
                             destination: target,
                             kind: "bind".into(),
@@ -2050,6 +2005,29 @@ fn only_heredoc(s: &str, heredocs: &[crate::instructions::Heredoc]) -> bool {
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx(format!("chmod {}", p.display()))
+}
+
+/// Gives the cache dir or secret file made for a RUN `--mount` the mount's `mode` (octal,
+/// else `default_mode`), `uid` and `gid` (else root); `what` names the mount in errors.
+fn apply_mount_owner(p: &Path, m: &MountSpec, what: &str, default_mode: u32) -> Result<()> {
+    let mode = m
+        .mode
+        .as_deref()
+        .map(|s| u32::from_str_radix(s, 8))
+        .transpose()
+        .ctx(format!("{what} mode"))?
+        .unwrap_or(default_mode);
+    set_mode(p, mode)?;
+    let id = |v: &Option<String>, field: &str| {
+        v.as_deref()
+            .map(str::parse::<u32>)
+            .transpose()
+            .ctx(format!("{what} {field}"))
+            .map(|id| id.unwrap_or(0))
+    };
+    let uid = id(&m.uid, "uid")?;
+    let gid = id(&m.gid, "gid")?;
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).ctx(format!("chown {what}"))
 }
 
 fn remove_if_empty(root: &Root, rel: &str) {
