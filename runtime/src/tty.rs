@@ -105,13 +105,8 @@ pub fn send_fd(sock: RawFd, fd: RawFd, name: &CStr) -> io::Result<()> {
             iov_base: bytes.as_ptr() as *mut libc::c_void,
             iov_len: bytes.len(),
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut cbuf = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space;
+        let mut cbuf = one_fd_cmsg_buf();
+        let msg = one_fd_msghdr(&mut iov, &mut cbuf);
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -133,13 +128,8 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
             iov_base: data.as_mut_ptr() as *mut libc::c_void,
             iov_len: data.len(),
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut cbuf = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space;
+        let mut cbuf = one_fd_cmsg_buf();
+        let mut msg = one_fd_msghdr(&mut iov, &mut cbuf);
         if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -153,6 +143,26 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
         Ok(OwnedFd::from_raw_fd(fd))
     }
+}
+
+/// A zeroed control buffer with room for exactly one SCM_RIGHTS fd.
+fn one_fd_cmsg_buf() -> Vec<u8> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    vec![0u8; space]
+}
+
+/// The message header send_fd and recv_fd share: one iovec and `cbuf` as control data.
+///
+/// The header points into `iov` and `cbuf`; use it only while both are alive and unmoved.
+fn one_fd_msghdr(iov: &mut libc::iovec, cbuf: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cbuf.len();
+    msg
 }
 
 /// Put the caller's terminal in raw mode; restores the saved settings on drop.
