@@ -213,20 +213,8 @@ pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
                 if n <= 0 {
                     break;
                 }
-                let mut off = 0usize;
-                while off < n as usize {
-                    // SAFETY: as above.
-                    let w = unsafe {
-                        libc::write(
-                            wfd,
-                            buf[off..].as_ptr() as *const libc::c_void,
-                            n as usize - off,
-                        )
-                    };
-                    if w <= 0 {
-                        return;
-                    }
-                    off += w as usize;
+                if !write_all_fd(wfd, &buf[..n as usize]) {
+                    return;
                 }
             }
         });
@@ -239,24 +227,32 @@ pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
             if n <= 0 {
                 break;
             }
-            let mut off = 0usize;
-            while off < n as usize {
-                // SAFETY: as above.
-                let w = unsafe {
-                    libc::write(
-                        1,
-                        buf[off..].as_ptr() as *const libc::c_void,
-                        n as usize - off,
-                    )
-                };
-                if w <= 0 {
-                    break;
-                }
-                off += w as usize;
-            }
+            // Output our stdout cannot take is dropped; keep draining so the container never
+            // blocks on a full pty.
+            let _ = write_all_fd(1, &buf[..n as usize]);
         }
         drop(master);
     })
+}
+
+/// Write all of `buf` to `fd`; false when a write fails or writes nothing.
+fn write_all_fd(fd: RawFd, buf: &[u8]) -> bool {
+    let mut off = 0usize;
+    while off < buf.len() {
+        // SAFETY: write from a live slice to an fd the caller owns.
+        let w = unsafe {
+            libc::write(
+                fd,
+                buf[off..].as_ptr() as *const libc::c_void,
+                buf.len() - off,
+            )
+        };
+        if w <= 0 {
+            return false;
+        }
+        off += w as usize;
+    }
+    true
 }
 
 #[cfg(test)]
