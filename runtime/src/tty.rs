@@ -255,6 +255,47 @@ fn write_all_fd(fd: RawFd, buf: &[u8]) -> bool {
     true
 }
 
+/// The caller's terminal joined to a container's pty for a foreground `run` or `exec`: raw
+/// mode, our window size copied to the pty (again on every [`Foreground::resize`]), and the
+/// I/O proxied until the pty closes.
+#[derive(Debug)]
+pub struct Foreground {
+    raw: Option<RawMode>,
+    master: Option<RawFd>,
+    copier: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Foreground {
+    /// Attach to the pty master `console`; `None` (no terminal) attaches nothing.
+    pub fn attach(console: Option<OwnedFd>) -> Self {
+        let raw = console.as_ref().and_then(|_| RawMode::enter(0));
+        let master = console.as_ref().map(|m| m.as_raw_fd());
+        let mut fg = Foreground {
+            raw,
+            master,
+            copier: None,
+        };
+        fg.resize();
+        fg.copier = console.map(proxy);
+        fg
+    }
+
+    /// Copy our terminal's size to the container's pty (on start and on SIGWINCH).
+    pub fn resize(&self) {
+        if let (Some(fd), Some((r, c))) = (self.master, get_size(0)) {
+            let _ = set_size(fd, r, c);
+        }
+    }
+
+    /// Wait for the proxy to end (the container's pty closed), then restore our terminal.
+    pub fn finish(self) {
+        if let Some(h) = self.copier {
+            let _ = h.join();
+        }
+        drop(self.raw);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,23 +319,8 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         return Ok(0);
     }
     signals::block_all();
-    let raw = pty.as_ref().and_then(|_| tty::RawMode::enter(0));
-    let mut winch = None;
-    if let Some(m) = &pty {
-        if let Some((r, c)) = tty::get_size(0) {
-            let _ = tty::set_size(m.as_raw_fd(), r, c);
-        }
-        winch = Some(m.as_raw_fd());
-    }
-    let copier = pty.map(tty::proxy);
-    let code = signals::forward_and_wait(child, || {
-        if let (Some(fd), Some((r, c))) = (winch, tty::get_size(0)) {
-            let _ = tty::set_size(fd, r, c);
-        }
-    });
-    if let Some(h) = copier {
-        let _ = h.join();
-    }
-    drop(raw);
+    let fg = tty::Foreground::attach(pty);
+    let code = signals::forward_and_wait(child, || fg.resize());
+    fg.finish();
     Ok(code)
 }
