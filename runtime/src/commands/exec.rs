@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, Process};
 
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::init::{self, InitRequest, Mode};
 use crate::namespaces;
 use crate::state::{ContainerState, StateDir, Status};
@@ -261,7 +260,8 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         }
         e
     };
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)
+    let cg = st
+        .cgroup()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .map_err(kill_child)?;
     if let Err(e) = cg.add_task(child) {
