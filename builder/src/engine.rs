@@ -715,6 +715,24 @@ impl<'a> Builder<'a> {
         vars::split_env(&env_list(&st.config))
     }
 
+    /// The key=value pairs of an ENV or LABEL with keys and values expanded (all against the
+    /// state before the step).
+    fn expand_pairs(
+        &self,
+        st: &State,
+        kvs: &[KeyValue],
+        line: usize,
+    ) -> Result<Vec<(String, String)>> {
+        kvs.iter()
+            .map(|KeyValue { key, value }| {
+                Ok((
+                    self.word(st, key, line)?,
+                    self.word(st, value.as_deref().unwrap_or(""), line)?,
+                ))
+            })
+            .collect()
+    }
+
     fn word(&self, st: &State, w: &str, line: usize) -> Result<String> {
         let env = Self::lookup_env(st);
         let f = |k: &str| vars::lookup(&env, &st.args, k);
@@ -769,32 +787,17 @@ impl<'a> Builder<'a> {
             }
             Instruction::Env { vars: kvs } => {
                 let mut env = env_list(&st.config);
-                let mut pairs = Vec::new();
-                for KeyValue { key, value } in kvs {
-                    let k = self.word(st, key, line)?;
-                    let v = self.word(st, value.as_deref().unwrap_or(""), line)?;
-                    pairs.push((k, v));
-                }
+                let pairs = self.expand_pairs(st, kvs, line)?;
                 for (k, v) in &pairs {
                     vars::set_env(&mut env, k, v);
                 }
                 st.config.insert("Env".into(), json!(env));
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let desc = pairs_text(&pairs);
                 self.empty_history(st, format!("ENV {desc}"));
                 Ok(())
             }
             Instruction::Label { labels } => {
-                let mut pairs = Vec::new();
-                for KeyValue { key, value } in labels {
-                    pairs.push((
-                        self.word(st, key, line)?,
-                        self.word(st, value.as_deref().unwrap_or(""), line)?,
-                    ));
-                }
+                let pairs = self.expand_pairs(st, labels, line)?;
                 let entry = st.config.entry("Labels").or_insert_with(|| json!({}));
                 if !entry.is_object() {
                     *entry = json!({});
@@ -802,11 +805,7 @@ impl<'a> Builder<'a> {
                 for (k, v) in &pairs {
                     entry[k] = json!(v);
                 }
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let desc = pairs_text(&pairs);
                 self.empty_history(st, format!("LABEL {desc}"));
                 Ok(())
             }
@@ -2000,6 +1999,15 @@ fn only_heredoc(s: &str, heredocs: &[crate::instructions::Heredoc]) -> bool {
     let rest = rest.strip_prefix('-').unwrap_or(rest);
     let unq = rest.trim_matches(|c| c == '"' || c == '\'');
     unq == heredocs[0].name && !rest.contains(char::is_whitespace)
+}
+
+/// The `k=v k2=v2` text of an ENV or LABEL history entry.
+fn pairs_text(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
