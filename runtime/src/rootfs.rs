@@ -1015,11 +1015,19 @@ pub fn finalize(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// `p` opened inside the container root, or None when it does not exist (a masked or
+/// read-only path the image lacks is nothing to do).
+fn open_existing(root: BorrowedFd<'_>, p: &Path) -> io::Result<Option<OwnedFd>> {
+    match paths::open_in_root(root, p) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> io::Result<()> {
-    let fd = match paths::open_in_root(root, p) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(fd) = open_existing(root, p)? else {
+        return Ok(());
     };
     // Only RDONLY is added (recursively); nosuid/nodev/noexec already on the mount are kept, as runc.
     let tree = mounts::clone_tree(fd.as_fd(), Path::new(""), true)?;
@@ -1042,10 +1050,8 @@ fn verified_devnull(root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 fn mask_path(root: BorrowedFd<'_>, p: &Path, devnull: &mut Option<OwnedFd>) -> io::Result<()> {
-    let fd = match paths::open_in_root(root, p) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(fd) = open_existing(root, p)? else {
+        return Ok(());
     };
     let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
