@@ -141,6 +141,16 @@ pub struct CopyOptions {
     pub ignore: Option<Ignore>,
 }
 
+/// The source-relative path of entry `name` of directory `rel` ("" is the source root), as the
+/// exclude and `.dockerignore` rules match it.
+fn child_rel(rel: &str, name: &[u8]) -> String {
+    if rel.is_empty() {
+        rootfs::name_str(name).to_string()
+    } else {
+        format!("{rel}/{}", rootfs::name_str(name))
+    }
+}
+
 impl CopyOptions {
     fn skipped(&self, rel: &str) -> bool {
         if rel.is_empty() {
@@ -154,6 +164,12 @@ impl CopyOptions {
         self.exclude
             .iter()
             .any(|g| g.matches(rel) || rel.rsplit_once('/').is_some_and(|(_, b)| g.matches(b)))
+    }
+
+    /// Whether a walk of the source leaves out entry `name` of `dirfd` (at `rel`): excluded,
+    /// and no `.dockerignore` exception re-includes anything below it.
+    fn leaves_out(&self, dirfd: RawFd, name: &[u8], rel: &str) -> bool {
+        self.skipped(rel) && !self.reincluded_below(dirfd, name, rel)
     }
 
     /// An excluded directory is still entered when a `.dockerignore` exception re-includes
@@ -187,7 +203,7 @@ impl CopyOptions {
                 return false;
             }
             *budget -= 1;
-            let child = format!("{rel}/{}", rootfs::name_str(&n));
+            let child = child_rel(rel, &n);
             if !self.skipped(&child) {
                 return true;
             }
@@ -356,12 +372,8 @@ fn hash_file(mut f: std::fs::File, h: &mut Sha256, rel: &str) -> Result<(), Copy
 
 fn hash_dir(fd: RawFd, rel: &str, h: &mut Sha256, opts: &CopyOptions) -> Result<(), CopyError> {
     for name in rootfs::list_dir(fd).map_err(ioe(format!("listing {rel}")))? {
-        let child = if rel.is_empty() {
-            rootfs::name_str(&name).to_string()
-        } else {
-            format!("{rel}/{}", rootfs::name_str(&name))
-        };
-        if opts.skipped(&child) && !opts.reincluded_below(fd, &name, &child) {
+        let child = child_rel(rel, &name);
+        if opts.leaves_out(fd, &name, &child) {
             continue;
         }
         let Some(st) = rootfs::lstat_at(fd, &name).map_err(ioe(format!("reading {child}")))? else {
@@ -445,12 +457,8 @@ fn copy_dir_contents(
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
     for name in rootfs::list_dir(sfd).map_err(ioe(format!("listing {rel}")))? {
-        let child = if rel.is_empty() {
-            rootfs::name_str(&name).to_string()
-        } else {
-            format!("{rel}/{}", rootfs::name_str(&name))
-        };
-        if opts.skipped(&child) && !opts.reincluded_below(sfd, &name, &child) {
+        let child = child_rel(rel, &name);
+        if opts.leaves_out(sfd, &name, &child) {
             continue;
         }
         let Some(st) = rootfs::lstat_at(sfd, &name).map_err(ioe(format!("reading {child}")))?

@@ -229,8 +229,9 @@ impl Ignore {
             if pat.is_empty() {
                 continue;
             }
-            // Patterns are relative to the context root; "/x" and "./x" are "x".
-            let cleaned = clean_path_pattern(pat);
+            // Patterns are relative to the context root and cleaned like a path in it: "/x" and
+            // "./x" are "x", ".." stops at the root (escapes are left as written).
+            let cleaned = crate::rootfs::rel_in_root(pat);
             if cleaned.is_empty() {
                 continue;
             }
@@ -278,21 +279,6 @@ impl Ignore {
                     || r.text.starts_with("**"))
         })
     }
-}
-
-fn clean_path_pattern(p: &str) -> String {
-    // Keep escapes intact; only normalise separators and leading "./" or "/".
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
 }
 
 #[cfg(test)]

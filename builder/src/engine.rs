@@ -715,6 +715,24 @@ impl<'a> Builder<'a> {
         vars::split_env(&env_list(&st.config))
     }
 
+    /// The key=value pairs of an ENV or LABEL with keys and values expanded (all against the
+    /// state before the step).
+    fn expand_pairs(
+        &self,
+        st: &State,
+        kvs: &[KeyValue],
+        line: usize,
+    ) -> Result<Vec<(String, String)>> {
+        kvs.iter()
+            .map(|KeyValue { key, value }| {
+                Ok((
+                    self.word(st, key, line)?,
+                    self.word(st, value.as_deref().unwrap_or(""), line)?,
+                ))
+            })
+            .collect()
+    }
+
     fn word(&self, st: &State, w: &str, line: usize) -> Result<String> {
         let env = Self::lookup_env(st);
         let f = |k: &str| vars::lookup(&env, &st.args, k);
@@ -769,32 +787,17 @@ impl<'a> Builder<'a> {
             }
             Instruction::Env { vars: kvs } => {
                 let mut env = env_list(&st.config);
-                let mut pairs = Vec::new();
-                for KeyValue { key, value } in kvs {
-                    let k = self.word(st, key, line)?;
-                    let v = self.word(st, value.as_deref().unwrap_or(""), line)?;
-                    pairs.push((k, v));
-                }
+                let pairs = self.expand_pairs(st, kvs, line)?;
                 for (k, v) in &pairs {
                     vars::set_env(&mut env, k, v);
                 }
                 st.config.insert("Env".into(), json!(env));
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let desc = pairs_text(&pairs);
                 self.empty_history(st, format!("ENV {desc}"));
                 Ok(())
             }
             Instruction::Label { labels } => {
-                let mut pairs = Vec::new();
-                for KeyValue { key, value } in labels {
-                    pairs.push((
-                        self.word(st, key, line)?,
-                        self.word(st, value.as_deref().unwrap_or(""), line)?,
-                    ));
-                }
+                let pairs = self.expand_pairs(st, labels, line)?;
                 let entry = st.config.entry("Labels").or_insert_with(|| json!({}));
                 if !entry.is_object() {
                     *entry = json!({});
@@ -802,11 +805,7 @@ impl<'a> Builder<'a> {
                 for (k, v) in &pairs {
                     entry[k] = json!(v);
                 }
-                let desc = pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let desc = pairs_text(&pairs);
                 self.empty_history(st, format!("LABEL {desc}"));
                 Ok(())
             }
@@ -1399,30 +1398,7 @@ impl<'a> Builder<'a> {
                     if !dir.exists() {
                         fs::create_dir_all(&dir)
                             .ctx(format!("creating cache mount {}", dir.display()))?;
-                        let mode = m
-                            .mode
-                            .as_deref()
-                            .map(|s| u32::from_str_radix(s, 8))
-                            .transpose()
-                            .ctx("cache mount mode")?
-                            .unwrap_or(0o755);
-                        set_mode(&dir, mode)?;
-                        let uid = m
-                            .uid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("cache mount uid")?
-                            .unwrap_or(0);
-                        let gid = m
-                            .gid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("cache mount gid")?
-                            .unwrap_or(0);
-                        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                            .ctx("chown cache mount")?;
+                        apply_mount_owner(&dir, m, "cache mount", 0o755)?;
                     }
                     let ro = m.readonly.unwrap_or(false);
                     extra.push(ExtraMount {
@@ -1520,29 +1496,7 @@ impl<'a> Builder<'a> {
                             abs(m.target.as_deref().unwrap_or(&format!("/run/secrets/{id}")));
                         let p = scratch.path().join(format!("secret{i}"));
                         fs::write(&p, &data).ctx("staging secret")?;
-                        let mode = m
-                            .mode
-                            .as_deref()
-                            .map(|s| u32::from_str_radix(s, 8))
-                            .transpose()
-                            .ctx("secret mode")?
-                            .unwrap_or(0o400);
-                        set_mode(&p, mode)?;
-                        let uid = m
-                            .uid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("secret uid")?
-                            .unwrap_or(0);
-                        let gid = m
-                            .gid
-                            .as_deref()
-                            .map(str::parse::<u32>)
-                            .transpose()
-                            .ctx("secret gid")?
-                            .unwrap_or(0);
-                        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).ctx("chown secret")?;
+                        apply_mount_owner(&p, m, "secret", 0o400)?;
                         extra.push(ExtraMount {
                             destination: target,
                             kind: "bind".into(),
@@ -2047,9 +2001,41 @@ fn only_heredoc(s: &str, heredocs: &[crate::instructions::Heredoc]) -> bool {
     unq == heredocs[0].name && !rest.contains(char::is_whitespace)
 }
 
+/// The `k=v k2=v2` text of an ENV or LABEL history entry.
+fn pairs_text(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).ctx(format!("chmod {}", p.display()))
+}
+
+/// Gives the cache dir or secret file made for a RUN `--mount` the mount's `mode` (octal,
+/// else `default_mode`), `uid` and `gid` (else root); `what` names the mount in errors.
+fn apply_mount_owner(p: &Path, m: &MountSpec, what: &str, default_mode: u32) -> Result<()> {
+    let mode = m
+        .mode
+        .as_deref()
+        .map(|s| u32::from_str_radix(s, 8))
+        .transpose()
+        .ctx(format!("{what} mode"))?
+        .unwrap_or(default_mode);
+    set_mode(p, mode)?;
+    let id = |v: &Option<String>, field: &str| {
+        v.as_deref()
+            .map(str::parse::<u32>)
+            .transpose()
+            .ctx(format!("{what} {field}"))
+            .map(|id| id.unwrap_or(0))
+    };
+    let uid = id(&m.uid, "uid")?;
+    let gid = id(&m.gid, "gid")?;
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).ctx(format!("chown {what}"))
 }
 
 fn remove_if_empty(root: &Root, rel: &str) {

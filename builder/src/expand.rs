@@ -24,6 +24,17 @@ enum Frag {
     QuotedEmpty,
 }
 
+impl Frag {
+    /// The fragment for the text of a quoted string: an empty one still makes a word.
+    fn quoted(s: String) -> Frag {
+        if s.is_empty() {
+            Frag::QuotedEmpty
+        } else {
+            Frag::Fixed(s)
+        }
+    }
+}
+
 /// The expander: holds the Dockerfile's escape character.
 #[derive(Debug, Clone, Copy)]
 pub struct Expander {
@@ -44,21 +55,13 @@ impl Expander {
 
     /// Process one word: quotes removed, escapes applied, variables substituted; whitespace is kept.
     pub fn word(&self, input: &str, env: Lookup<'_>) -> Result<String, ExpandError> {
-        let frags = self.run(input, env)?;
-        let mut out = String::new();
-        for f in frags {
-            match f {
-                Frag::Fixed(s) | Frag::Splittable(s) | Frag::Space(s) => out.push_str(&s),
-                Frag::QuotedEmpty => {}
-            }
-        }
-        Ok(out)
+        Ok(concat(self.run(input, env, false)?))
     }
 
     /// Process a string into several words, splitting on unquoted whitespace (including
     /// whitespace produced by unquoted substitutions).
     pub fn words(&self, input: &str, env: Lookup<'_>) -> Result<Vec<String>, ExpandError> {
-        let frags = self.run(input, env)?;
+        let frags = self.run(input, env, false)?;
         let mut words = Vec::new();
         let mut cur = String::new();
         let mut started = false;
@@ -103,27 +106,11 @@ impl Expander {
     /// Expand a here-document body: only `$` substitutions (and `\$` escapes) are processed;
     /// quotes and other characters stay as written, as a shell here-document does.
     pub fn heredoc(&self, input: &str, env: Lookup<'_>) -> Result<String, ExpandError> {
-        let chars: Vec<char> = input.chars().collect();
-        let mut lx = Lex {
-            chars: &chars,
-            pos: 0,
-            escape: self.escape,
-            env,
-            depth: 0,
-            raw: true,
-        };
-        let frags = lx.process(None)?;
-        let mut out = String::new();
-        for f in frags {
-            match f {
-                Frag::Fixed(s) | Frag::Splittable(s) | Frag::Space(s) => out.push_str(&s),
-                Frag::QuotedEmpty => {}
-            }
-        }
-        Ok(out)
+        Ok(concat(self.run(input, env, true)?))
     }
 
-    fn run(&self, input: &str, env: Lookup<'_>) -> Result<Vec<Frag>, ExpandError> {
+    /// Lex all of `input`; `raw` is here-document mode (quotes are ordinary characters).
+    fn run(&self, input: &str, env: Lookup<'_>, raw: bool) -> Result<Vec<Frag>, ExpandError> {
         let chars: Vec<char> = input.chars().collect();
         let mut lx = Lex {
             chars: &chars,
@@ -131,11 +118,22 @@ impl Expander {
             escape: self.escape,
             env,
             depth: 0,
-            raw: false,
+            raw,
         };
-        let frags = lx.process(None)?;
-        Ok(frags)
+        lx.process(None)
     }
+}
+
+/// The text of fragments as one string, for the forms that do no word splitting.
+fn concat(frags: Vec<Frag>) -> String {
+    let mut out = String::new();
+    for f in frags {
+        match f {
+            Frag::Fixed(s) | Frag::Splittable(s) | Frag::Space(s) => out.push_str(&s),
+            Frag::QuotedEmpty => {}
+        }
+    }
+    out
 }
 
 struct Lex<'a, 'e> {
@@ -205,21 +203,13 @@ impl Lex<'_, '_> {
                     self.pos += 1;
                     flush(&mut lit, &mut out);
                     let s = self.single_quoted()?;
-                    if s.is_empty() {
-                        out.push(Frag::QuotedEmpty);
-                    } else {
-                        out.push(Frag::Fixed(s));
-                    }
+                    out.push(Frag::quoted(s));
                 }
                 '"' => {
                     self.pos += 1;
                     flush(&mut lit, &mut out);
                     let s = self.double_quoted()?;
-                    if s.is_empty() {
-                        out.push(Frag::QuotedEmpty);
-                    } else {
-                        out.push(Frag::Fixed(s));
-                    }
+                    out.push(Frag::quoted(s));
                 }
                 '$' => {
                     self.pos += 1;
@@ -324,15 +314,7 @@ impl Lex<'_, '_> {
 
     /// The word of a `${name<op>word}` modifier, processed up to the closing brace.
     fn modifier_word(&mut self) -> Result<String, ExpandError> {
-        let frags = self.process(Some('}'))?;
-        let mut s = String::new();
-        for f in frags {
-            match f {
-                Frag::Fixed(t) | Frag::Splittable(t) | Frag::Space(t) => s.push_str(&t),
-                Frag::QuotedEmpty => {}
-            }
-        }
-        Ok(s)
+        Ok(concat(self.process(Some('}'))?))
     }
 
     /// Raw pattern text up to `terminators` (escapes kept so `\*` stays literal), with

@@ -648,16 +648,12 @@ impl<'a> Parser<'a> {
         flags: &[Flag],
         name: &str,
     ) -> Result<Option<String>, ParseError> {
-        match flags.iter().rev().find(|f| f.name == name) {
-            None => Ok(None),
-            Some(f) => match &f.value {
-                Some(v) if !v.is_empty() => Ok(Some(v.clone())),
-                _ => Err(self.err(
-                    ll.pos(f.off),
-                    format!("flag --{name} requires a value: expected --{name}=<value>"),
-                )),
-            },
-        }
+        flags
+            .iter()
+            .rev()
+            .find(|f| f.name == name)
+            .map(|f| self.flag_arg(ll, f, name))
+            .transpose()
     }
 
     fn flag_values(
@@ -666,19 +662,22 @@ impl<'a> Parser<'a> {
         flags: &[Flag],
         name: &str,
     ) -> Result<Vec<(String, usize)>, ParseError> {
-        let mut out = Vec::new();
-        for f in flags.iter().filter(|f| f.name == name) {
-            match &f.value {
-                Some(v) if !v.is_empty() => out.push((v.clone(), f.off)),
-                _ => {
-                    return Err(self.err(
-                        ll.pos(f.off),
-                        format!("flag --{name} requires a value: expected --{name}=<value>"),
-                    ))
-                }
-            }
+        flags
+            .iter()
+            .filter(|f| f.name == name)
+            .map(|f| Ok((self.flag_arg(ll, f, name)?, f.off)))
+            .collect()
+    }
+
+    /// The value of flag `f` (named `name`), which must be given and not empty.
+    fn flag_arg(&self, ll: &Logical, f: &Flag, name: &str) -> Result<String, ParseError> {
+        match &f.value {
+            Some(v) if !v.is_empty() => Ok(v.clone()),
+            _ => Err(self.err(
+                ll.pos(f.off),
+                format!("flag --{name} requires a value: expected --{name}=<value>"),
+            )),
         }
-        Ok(out)
     }
 
     fn flag_bool(

@@ -22,6 +22,15 @@ pub struct Meta {
     pub mtime: Option<(i64, i64)>,
 }
 
+impl Meta {
+    /// Access and modification times for futimens/utimensat, both the mtime (`None`: keep).
+    fn times(&self) -> Option<[libc::timespec; 2]> {
+        let (tv_sec, tv_nsec) = self.mtime?;
+        let t = libc::timespec { tv_sec, tv_nsec };
+        Some([t, t])
+    }
+}
+
 /// A directory opened as the root of all later path resolution.
 #[derive(Debug)]
 pub struct Root {
@@ -324,17 +333,7 @@ fn apply_meta_fd(fd: RawFd, m: &Meta, _dir: bool) -> io::Result<()> {
     // SAFETY: valid fd; ownership then mode (chown clears setuid bits).
     check(unsafe { libc::fchown(fd, m.uid, m.gid) })?;
     check(unsafe { libc::fchmod(fd, m.mode as libc::mode_t) })?;
-    if let Some((s, ns)) = m.mtime {
-        let ts = [
-            libc::timespec {
-                tv_sec: s,
-                tv_nsec: ns,
-            },
-            libc::timespec {
-                tv_sec: s,
-                tv_nsec: ns,
-            },
-        ];
+    if let Some(ts) = m.times() {
         // SAFETY: valid fd and a two-element timespec array.
         check(unsafe { libc::futimens(fd, ts.as_ptr()) })?;
     }
@@ -386,17 +385,7 @@ pub fn symlink_at(dirfd: RawFd, name: &[u8], target: &[u8], meta: &Meta) -> io::
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
-    if let Some((s, ns)) = meta.mtime {
-        let ts = [
-            libc::timespec {
-                tv_sec: s,
-                tv_nsec: ns,
-            },
-            libc::timespec {
-                tv_sec: s,
-                tv_nsec: ns,
-            },
-        ];
+    if let Some(ts) = meta.times() {
         // SAFETY: valid fd, name and timespec array.
         check(unsafe {
             libc::utimensat(dirfd, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)

@@ -434,6 +434,8 @@ fn run_mounts_secrets_and_network_none() {
             "FROM busybox\n",
             "RUN --mount=type=cache,target=/cache sh -c 'echo x >> /cache/count; wc -l < /cache/count > /count'\n",
             "RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /secret-len\n",
+            "RUN --mount=type=secret,id=token,mode=0440,uid=7,gid=9 stat -c '%a %u %g' /run/secrets/token > /secret-meta\n",
+            "RUN --mount=type=cache,id=owned,target=/owned,mode=0750,uid=5,gid=6 stat -c '%a %u %g' /owned > /cache-meta\n",
             "RUN --mount=type=bind,source=data,target=/data cp /data/in.txt /copied.txt\n",
             "RUN --network=none sh -c 'ls /sys/class/net > /ifaces'\n",
         )),
@@ -452,6 +454,19 @@ fn run_mounts_secrets_and_network_none() {
             .unwrap()
             .trim(),
         "7"
+    );
+    // A mount's mode/uid/gid reach the staged secret file and the new cache dir.
+    assert_eq!(
+        std::fs::read_to_string(r.join("secret-meta"))
+            .unwrap()
+            .trim(),
+        "440 7 9"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("cache-meta"))
+            .unwrap()
+            .trim(),
+        "750 5 6"
     );
     assert!(
         !r.join("run/secrets/token").exists(),

@@ -441,8 +441,7 @@ fn run_hooks_warning(
 /// Kill what is left of the container, remove its cgroup, run poststop hooks and remove its
 /// state.
 pub fn destroy(dir: &StateDir, st: &ContainerState) -> Result<()> {
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cg = st.cgroup().map_err(|e| anyhow::anyhow!("{e}"))?;
     if st.pid > 1 && st.init_alive() {
         // SAFETY: signalling the verified init pid.
         unsafe { libc::kill(st.pid, libc::SIGKILL) };

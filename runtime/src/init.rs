@@ -336,12 +336,7 @@ fn run_create(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         }
     }
     rootfs::pivot(&ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let terminal = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal {
+    if wants_terminal(req) {
         setup_terminal(chan, req)?;
     }
     rootfs::finalize(&ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -380,6 +375,15 @@ fn run_create(chan: &mut Channel, req: &InitRequest) -> Result<()> {
     };
     let _ = conn.write_all(format!("{err:#}").as_bytes());
     std::process::exit(1)
+}
+
+/// Whether the process asks for a terminal (`process.terminal`), for create and exec alike.
+fn wants_terminal(req: &InitRequest) -> bool {
+    req.spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
 }
 
 fn setup_terminal(chan: &mut Channel, req: &InitRequest) -> Result<()> {
@@ -441,13 +445,7 @@ fn run_exec(chan: &mut Channel, req: &InitRequest) -> Result<()> {
         std::env::set_current_dir("/").context("chdir /")?;
     }
     // SAFETY: setsid so a terminal can become our controlling tty.
-    let terminal = req
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal {
+    if wants_terminal(req) {
         setup_terminal(chan, req)?;
     }
     let prep = prepare_process(req)?;

@@ -137,32 +137,24 @@ impl ExecLabels {
         let fail = |lsm: &'static str, msg: String| LsmError::Apply { lsm, msg };
         let procfs = ProcfsHandle::new()
             .map_err(|e| fail("LSM", format!("opening a private procfs handle: {e}")))?;
+        // This thread's attr file for the label of its next execve.
+        let open_attr = |name: &str| {
+            procfs.open(
+                ProcfsBase::ProcThreadSelf,
+                name,
+                OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC,
+            )
+        };
         if let Some(profile) = &self.apparmor {
             // Newer kernels have a per-LSM directory; fall back to the shared attr file.
-            let f = procfs
-                .open(
-                    ProcfsBase::ProcThreadSelf,
-                    "attr/apparmor/exec",
-                    OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC,
-                )
-                .or_else(|_| {
-                    procfs.open(
-                        ProcfsBase::ProcThreadSelf,
-                        "attr/exec",
-                        OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC,
-                    )
-                })
+            let f = open_attr("attr/apparmor/exec")
+                .or_else(|_| open_attr("attr/exec"))
                 .map_err(|e| fail("AppArmor", format!("opening attr/exec: {e}")))?;
             write_all(f, format!("exec {profile}").as_bytes())
                 .map_err(|e| fail("AppArmor", format!("profile {profile:?}: {e}")))?;
         }
         if let Some(label) = &self.selinux {
-            let f = procfs
-                .open(
-                    ProcfsBase::ProcThreadSelf,
-                    "attr/exec",
-                    OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC,
-                )
+            let f = open_attr("attr/exec")
                 .map_err(|e| fail("SELinux", format!("opening attr/exec: {e}")))?;
             write_all(f, label.as_bytes())
                 .map_err(|e| fail("SELinux", format!("label {label:?}: {e}")))?;

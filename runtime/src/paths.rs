@@ -70,23 +70,16 @@ pub fn relative(path: &Path) -> PathBuf {
 
 /// Open `path` (an in-container path) as an `O_PATH` fd, following symlinks but never leaving `root`.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
-    let rel = relative(path);
-    let rel = if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel
-    };
-    openat2(
-        root,
-        &rel,
-        libc::O_PATH,
-        0,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    )
+    open_path_in_root(root, path, libc::O_PATH)
 }
 
 /// Like [`open_in_root`] but the last component is not followed (to detect symlinked destinations).
 pub fn open_in_root_nofollow(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    open_path_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW)
+}
+
+/// `openat2` of an in-container path with `flags` under RESOLVE_IN_ROOT (`/` itself is `.`).
+fn open_path_in_root(root: BorrowedFd<'_>, path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let rel = relative(path);
     let rel = if rel.as_os_str().is_empty() {
         PathBuf::from(".")
@@ -96,7 +89,7 @@ pub fn open_in_root_nofollow(root: BorrowedFd<'_>, path: &Path) -> io::Result<Ow
     openat2(
         root,
         &rel,
-        libc::O_PATH | libc::O_NOFOLLOW,
+        flags,
         0,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     )

@@ -482,24 +482,17 @@ fn mount_bind(
     let src = bind_source(ctx.bundle, m)
         .ok_or_else(|| RootfsError::Invalid(format!("{name}: bind mount without a source")))?;
     let kind = file_kind(&src).map_err(sys(format!("{name}: source {}", src.display())))?;
-    let dfd = paths::ensure_in_root(root, m.destination(), kind)
-        .map_err(sys(format!("{name}: create destination")))?;
-    let inside = paths::verify_inside(dfd.as_fd(), rootfs).map_err(sys(name.to_string()))?;
+    let (dfd, inside) = open_destination(root, rootfs, name, m.destination(), kind)?;
     check_proc_dest(name, &inside, mount_type(m), MountKind::Bind, Some(&src))?;
     if opts.flags & libc::MS_REMOUNT != 0 {
-        let (set, clr) = opts.mount_attr();
-        return mounts::set_attr(dfd.as_fd(), false, set, clr, 0, None)
-            .map_err(sys(format!("{name}: remount")));
+        return remount(name, dfd.as_fd(), opts);
     }
     let tree = mounts::clone_tree(unsafe_cwd(), &src, opts.is_recursive())
         .map_err(sys(format!("{name}: open_tree {}", src.display())))?;
     let (set, clr) = opts.mount_attr();
     mounts::set_attr(tree.as_fd(), false, set, clr, 0, None)
         .map_err(sys(format!("{name}: set mount flags")))?;
-    if opts.rec_set != 0 || opts.rec_clr != 0 {
-        mounts::set_attr(tree.as_fd(), true, opts.rec_set, opts.rec_clr, 0, None)
-            .map_err(sys(format!("{name}: set recursive mount flags")))?;
-    }
+    set_recursive_flags(name, tree.as_fd(), opts)?;
     if let Some(idmap) = opts.idmap {
         let userns =
             idmap_userns(m).map_err(sys(format!("{name}: create id-map user namespace")))?;
@@ -515,8 +508,54 @@ fn mount_bind(
             "{name}: id-map the mount (kernel or filesystem may not support it)"
         )))?;
     }
-    mounts::attach(tree.as_fd(), dfd.as_fd()).map_err(sys(format!("{name}: move_mount")))?;
-    mounts::apply_propagation(tree.as_fd(), &opts.propagation)
+    attach_and_propagate(name, tree.as_fd(), dfd.as_fd(), opts)
+}
+
+/// The mount destination `dest` made (as a `kind`) and opened inside the container root, with
+/// the in-container path it really resolved to (for the /proc and /sys checks).
+fn open_destination(
+    root: BorrowedFd<'_>,
+    rootfs: &Path,
+    name: &str,
+    dest: &Path,
+    kind: NodeKind,
+) -> Result<(OwnedFd, PathBuf), RootfsError> {
+    let dfd = paths::ensure_in_root(root, dest, kind)
+        .map_err(sys(format!("{name}: create destination")))?;
+    let inside = paths::verify_inside(dfd.as_fd(), rootfs).map_err(sys(name.to_string()))?;
+    Ok((dfd, inside))
+}
+
+/// `MS_REMOUNT`: change the flags of the mount already at the destination `dfd` (nothing new
+/// is mounted).
+fn remount(name: &str, dfd: BorrowedFd<'_>, opts: &MountOptions) -> Result<(), RootfsError> {
+    let (set, clr) = opts.mount_attr();
+    mounts::set_attr(dfd, false, set, clr, 0, None).map_err(sys(format!("{name}: remount")))
+}
+
+/// The `r`-prefixed options (`rro`, `rnosuid`, ...) on a detached mount, for every mount below.
+fn set_recursive_flags(
+    name: &str,
+    mnt: BorrowedFd<'_>,
+    opts: &MountOptions,
+) -> Result<(), RootfsError> {
+    if opts.rec_set != 0 || opts.rec_clr != 0 {
+        mounts::set_attr(mnt, true, opts.rec_set, opts.rec_clr, 0, None)
+            .map_err(sys(format!("{name}: set recursive mount flags")))?;
+    }
+    Ok(())
+}
+
+/// Attach the detached mount `mnt` onto the destination `dfd`, then give it the mount's
+/// propagation.
+fn attach_and_propagate(
+    name: &str,
+    mnt: BorrowedFd<'_>,
+    dfd: BorrowedFd<'_>,
+    opts: &MountOptions,
+) -> Result<(), RootfsError> {
+    mounts::attach(mnt, dfd).map_err(sys(format!("{name}: move_mount")))?;
+    mounts::apply_propagation(mnt, &opts.propagation)
         .map_err(sys(format!("{name}: set propagation")))
 }
 
@@ -552,14 +591,10 @@ fn mount_fs(
     }
     // runc keeps the mode of a directory the tmpfs covers, but only one that already existed.
     let existed = paths::open_in_root(root, dest).is_ok();
-    let dfd = paths::ensure_in_root(root, dest, NodeKind::Dir)
-        .map_err(sys(format!("{name}: create destination")))?;
-    let inside = paths::verify_inside(dfd.as_fd(), rootfs).map_err(sys(name.to_string()))?;
+    let (dfd, inside) = open_destination(root, rootfs, name, dest, NodeKind::Dir)?;
     check_proc_dest(name, &inside, typ, MountKind::Fs, None)?;
     if opts.flags & libc::MS_REMOUNT != 0 {
-        let (set, clr) = opts.mount_attr();
-        return mounts::set_attr(dfd.as_fd(), false, set, clr, 0, None)
-            .map_err(sys(format!("{name}: remount")));
+        return remount(name, dfd.as_fd(), opts);
     }
     let mut opts = opts.clone();
     // /dev stays writable until devices exist; finalize() makes it read-only if asked.
@@ -589,13 +624,8 @@ fn mount_fs(
     if opts.tmpcopyup {
         copy_up(dfd.as_fd(), mnt.as_fd()).map_err(sys(format!("{name}: tmpcopyup")))?;
     }
-    if opts.rec_set != 0 || opts.rec_clr != 0 {
-        mounts::set_attr(mnt.as_fd(), true, opts.rec_set, opts.rec_clr, 0, None)
-            .map_err(sys(format!("{name}: set recursive mount flags")))?;
-    }
-    mounts::attach(mnt.as_fd(), dfd.as_fd()).map_err(sys(format!("{name}: move_mount")))?;
-    mounts::apply_propagation(mnt.as_fd(), &opts.propagation)
-        .map_err(sys(format!("{name}: set propagation")))
+    set_recursive_flags(name, mnt.as_fd(), &opts)?;
+    attach_and_propagate(name, mnt.as_fd(), dfd.as_fd(), &opts)
 }
 
 fn bind_host_tree(src: &Path, opts: &MountOptions) -> io::Result<OwnedFd> {
@@ -723,9 +753,7 @@ fn mount_cgroup(
     m: &Mount,
     opts: &MountOptions,
 ) -> Result<(), RootfsError> {
-    let dfd = paths::ensure_in_root(root, m.destination(), NodeKind::Dir)
-        .map_err(sys(format!("{name}: create destination")))?;
-    let inside = paths::verify_inside(dfd.as_fd(), rootfs).map_err(sys(name.to_string()))?;
+    let (dfd, inside) = open_destination(root, rootfs, name, m.destination(), NodeKind::Dir)?;
     check_proc_dest(name, &inside, "cgroup", MountKind::Cgroup, None)?;
     let cgroupns = has_namespace(ctx.spec, LinuxNamespaceType::Cgroup);
     let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
@@ -746,9 +774,7 @@ fn mount_cgroup(
             }
             Err(e) => return Err(sys(format!("{name}: mount cgroup2"))(e)),
         };
-        mounts::attach(mnt.as_fd(), dfd.as_fd()).map_err(sys(format!("{name}: move_mount")))?;
-        return mounts::apply_propagation(mnt.as_fd(), &opts.propagation)
-            .map_err(sys(format!("{name}: set propagation")));
+        return attach_and_propagate(name, mnt.as_fd(), dfd.as_fd(), opts);
     }
     // cgroup v1 (or hybrid): a tmpfs with one directory per hierarchy, as runc does.
     let mut tmp_opts = opts.clone();
@@ -989,11 +1015,19 @@ pub fn finalize(ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// `p` opened inside the container root, or None when it does not exist (a masked or
+/// read-only path the image lacks is nothing to do).
+fn open_existing(root: BorrowedFd<'_>, p: &Path) -> io::Result<Option<OwnedFd>> {
+    match paths::open_in_root(root, p) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> io::Result<()> {
-    let fd = match paths::open_in_root(root, p) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(fd) = open_existing(root, p)? else {
+        return Ok(());
     };
     // Only RDONLY is added (recursively); nosuid/nodev/noexec already on the mount are kept, as runc.
     let tree = mounts::clone_tree(fd.as_fd(), Path::new(""), true)?;
@@ -1016,10 +1050,8 @@ fn verified_devnull(root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 fn mask_path(root: BorrowedFd<'_>, p: &Path, devnull: &mut Option<OwnedFd>) -> io::Result<()> {
-    let fd = match paths::open_in_root(root, p) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(fd) = open_existing(root, p)? else {
+        return Ok(());
     };
     let st = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {

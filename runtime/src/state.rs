@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::{CgroupError, CgroupManager};
+
 /// OCI version reported in state JSON (what runc 1.1 reports).
 pub const OCI_VERSION: &str = "1.0.2-dev";
 /// Name of the state file inside the container's state directory.
@@ -261,18 +263,21 @@ impl ContainerState {
         if !self.started && dir.exec_sock_exists() {
             return Status::Created;
         }
-        let frozen = crate::cgroups::CgroupManager::new(
-            self.cgroups_path().as_deref(),
-            &self.id,
-            self.systemd_cgroup,
-        )
-        .and_then(|m| m.is_frozen())
-        .unwrap_or(false);
+        let frozen = self.cgroup().and_then(|m| m.is_frozen()).unwrap_or(false);
         if frozen {
             Status::Paused
         } else {
             Status::Running
         }
+    }
+
+    /// The container's cgroup, resolved as at create (cgroupsPath, id, cgroup driver).
+    pub fn cgroup(&self) -> Result<CgroupManager, CgroupError> {
+        CgroupManager::new(
+            self.cgroups_path().as_deref(),
+            &self.id,
+            self.systemd_cgroup,
+        )
     }
 
     /// `linux.cgroupsPath` from the config snapshot.

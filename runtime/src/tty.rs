@@ -105,13 +105,8 @@ pub fn send_fd(sock: RawFd, fd: RawFd, name: &CStr) -> io::Result<()> {
             iov_base: bytes.as_ptr() as *mut libc::c_void,
             iov_len: bytes.len(),
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut cbuf = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space;
+        let mut cbuf = one_fd_cmsg_buf();
+        let msg = one_fd_msghdr(&mut iov, &mut cbuf);
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -133,13 +128,8 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
             iov_base: data.as_mut_ptr() as *mut libc::c_void,
             iov_len: data.len(),
         };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut cbuf = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space;
+        let mut cbuf = one_fd_cmsg_buf();
+        let mut msg = one_fd_msghdr(&mut iov, &mut cbuf);
         if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -153,6 +143,26 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
         Ok(OwnedFd::from_raw_fd(fd))
     }
+}
+
+/// A zeroed control buffer with room for exactly one SCM_RIGHTS fd.
+fn one_fd_cmsg_buf() -> Vec<u8> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    vec![0u8; space]
+}
+
+/// The message header send_fd and recv_fd share: one iovec and `cbuf` as control data.
+///
+/// The header points into `iov` and `cbuf`; use it only while both are alive and unmoved.
+fn one_fd_msghdr(iov: &mut libc::iovec, cbuf: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all zeroes is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cbuf.len();
+    msg
 }
 
 /// Put the caller's terminal in raw mode; restores the saved settings on drop.
@@ -203,20 +213,8 @@ pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
                 if n <= 0 {
                     break;
                 }
-                let mut off = 0usize;
-                while off < n as usize {
-                    // SAFETY: as above.
-                    let w = unsafe {
-                        libc::write(
-                            wfd,
-                            buf[off..].as_ptr() as *const libc::c_void,
-                            n as usize - off,
-                        )
-                    };
-                    if w <= 0 {
-                        return;
-                    }
-                    off += w as usize;
+                if !write_all_fd(wfd, &buf[..n as usize]) {
+                    return;
                 }
             }
         });
@@ -229,24 +227,73 @@ pub fn proxy(master: OwnedFd) -> std::thread::JoinHandle<()> {
             if n <= 0 {
                 break;
             }
-            let mut off = 0usize;
-            while off < n as usize {
-                // SAFETY: as above.
-                let w = unsafe {
-                    libc::write(
-                        1,
-                        buf[off..].as_ptr() as *const libc::c_void,
-                        n as usize - off,
-                    )
-                };
-                if w <= 0 {
-                    break;
-                }
-                off += w as usize;
-            }
+            // Output our stdout cannot take is dropped; keep draining so the container never
+            // blocks on a full pty.
+            let _ = write_all_fd(1, &buf[..n as usize]);
         }
         drop(master);
     })
+}
+
+/// Write all of `buf` to `fd`; false when a write fails or writes nothing.
+fn write_all_fd(fd: RawFd, buf: &[u8]) -> bool {
+    let mut off = 0usize;
+    while off < buf.len() {
+        // SAFETY: write from a live slice to an fd the caller owns.
+        let w = unsafe {
+            libc::write(
+                fd,
+                buf[off..].as_ptr() as *const libc::c_void,
+                buf.len() - off,
+            )
+        };
+        if w <= 0 {
+            return false;
+        }
+        off += w as usize;
+    }
+    true
+}
+
+/// The caller's terminal joined to a container's pty for a foreground `run` or `exec`: raw
+/// mode, our window size copied to the pty (again on every [`Foreground::resize`]), and the
+/// I/O proxied until the pty closes.
+#[derive(Debug)]
+pub struct Foreground {
+    raw: Option<RawMode>,
+    master: Option<RawFd>,
+    copier: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Foreground {
+    /// Attach to the pty master `console`; `None` (no terminal) attaches nothing.
+    pub fn attach(console: Option<OwnedFd>) -> Self {
+        let raw = console.as_ref().and_then(|_| RawMode::enter(0));
+        let master = console.as_ref().map(|m| m.as_raw_fd());
+        let mut fg = Foreground {
+            raw,
+            master,
+            copier: None,
+        };
+        fg.resize();
+        fg.copier = console.map(proxy);
+        fg
+    }
+
+    /// Copy our terminal's size to the container's pty (on start and on SIGWINCH).
+    pub fn resize(&self) {
+        if let (Some(fd), Some((r, c))) = (self.master, get_size(0)) {
+            let _ = set_size(fd, r, c);
+        }
+    }
+
+    /// Wait for the proxy to end (the container's pty closed), then restore our terminal.
+    pub fn finish(self) {
+        if let Some(h) = self.copier {
+            let _ = h.join();
+        }
+        drop(self.raw);
+    }
 }
 
 #[cfg(test)]

@@ -197,20 +197,25 @@ impl PreparedIo {
             spawn_stdin(paths.stdin.clone(), me.stdin.clone())?;
         }
         if !paths.stdout.is_empty() {
-            let fifo = open_output(&paths.stdout)?;
             let (r, w) = pipe()?;
+            me.copy_to_fifo(r, &paths.stdout)?;
             cio.stdout = Stdio::from(w);
-            spawn_copy(r, fifo, Some(me.done_tx.clone()))?;
-            me.pending += 1;
         }
         if !paths.stderr.is_empty() {
-            let fifo = open_output(&paths.stderr)?;
             let (r, w) = pipe()?;
+            me.copy_to_fifo(r, &paths.stderr)?;
             cio.stderr = Stdio::from(w);
-            spawn_copy(r, fifo, Some(me.done_tx.clone()))?;
-            me.pending += 1;
         }
         Ok((me, cio))
+    }
+
+    /// Copies `src` (a pipe or the pty master) into the output fifo at `path` on a thread;
+    /// the copy stays pending until it has drained.
+    fn copy_to_fifo(&mut self, src: File, path: &str) -> Result<()> {
+        let fifo = open_output(path)?;
+        spawn_copy(src, fifo, Some(self.done_tx.clone()))?;
+        self.pending += 1;
+        Ok(())
     }
 
     /// The `--console-socket` path to give the runtime, when a terminal was asked for.
@@ -225,10 +230,9 @@ impl PreparedIo {
         if let Some(sock) = self.console.take() {
             let master = receive_master(&sock.listener)?;
             if !self.paths.stdout.is_empty() {
-                let fifo = open_output(&self.paths.stdout)?;
                 let src = master.try_clone().map_err(io("dup pty master"))?;
-                spawn_copy(src, fifo, Some(self.done_tx.clone()))?;
-                self.pending += 1;
+                let path = self.paths.stdout.clone();
+                self.copy_to_fifo(src, &path)?;
             }
             if !self.paths.stdin.is_empty() {
                 let dst = master.try_clone().map_err(io("dup pty master"))?;

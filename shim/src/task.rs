@@ -113,6 +113,24 @@ impl Container {
     }
 }
 
+/// The error for an id this shim does not run: containerd treats NotFound as "already gone".
+fn no_container(id: &str) -> Error {
+    Error::NotFound(format!("container {id}"))
+}
+
+/// The container `id` of the shim's table, or NotFound.
+fn container<'a>(map: &'a HashMap<String, Container>, id: &str) -> Result<&'a Container> {
+    map.get(id).ok_or_else(|| no_container(id))
+}
+
+/// The container `id` of the shim's table for changing it, or NotFound.
+fn container_mut<'a>(
+    map: &'a mut HashMap<String, Container>,
+    id: &str,
+) -> Result<&'a mut Container> {
+    map.get_mut(id).ok_or_else(|| no_container(id))
+}
+
 struct Inner {
     namespace: String,
     containers: Mutex<HashMap<String, Container>>,
@@ -404,9 +422,7 @@ impl TaskService {
 
     fn do_start(&self, req: &api::StartRequest) -> Result<u32> {
         let mut map = self.lock()?;
-        let c = map
-            .get_mut(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container_mut(&mut map, &req.id)?;
         if req.exec_id.is_empty() {
             if c.init.status != api::Status::CREATED {
                 return Err(Error::FailedPrecondition(format!(
@@ -507,9 +523,7 @@ impl TaskService {
 
     fn do_delete(&self, req: &api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut map = self.lock()?;
-        let c = map
-            .get_mut(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container_mut(&mut map, &req.id)?;
         if !req.exec_id.is_empty() {
             let p = c.process(&req.exec_id)?;
             if p.status == api::Status::RUNNING {
@@ -552,7 +566,7 @@ impl TaskService {
             }
         }
         let Some(mut c) = map.remove(&req.id) else {
-            return Err(Error::NotFound(format!("container {}", req.id)));
+            return Err(no_container(&req.id));
         };
         drop(map);
         for p in std::iter::once(&mut c.init).chain(c.execs.values_mut()) {
@@ -589,9 +603,7 @@ impl TaskService {
 
     fn do_kill(&self, req: &api::KillRequest) -> Result<()> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let sig = req.signal.to_string();
         if req.exec_id.is_empty() {
             if c.init.stopped() && !req.all {
@@ -639,9 +651,7 @@ impl TaskService {
 
     fn do_pids(&self, req: &api::PidsRequest) -> Result<api::PidsResponse> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let out = c.runtime.run(
             &["ps", "--format", "json", &req.id],
             None,
@@ -677,9 +687,7 @@ impl TaskService {
 
     fn do_pause(&self, id: &str, pause: bool) -> Result<()> {
         let mut map = self.lock()?;
-        let c = map
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let c = container_mut(&mut map, id)?;
         let verb = if pause { "pause" } else { "resume" };
         c.runtime.simple(&[verb, id])?;
         c.paused = pause;
@@ -706,9 +714,7 @@ impl TaskService {
 
     fn do_update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let Some(res) = req.resources.as_ref() else {
             return Err(Error::InvalidArgument("update without resources".into()));
         };
@@ -727,9 +733,7 @@ impl TaskService {
     fn do_wait(&self, req: &api::WaitRequest) -> Result<api::WaitResponse> {
         let mut map = self.lock()?;
         loop {
-            let c = map
-                .get(&req.id)
-                .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+            let c = container(&map, &req.id)?;
             let p = c.process(&req.exec_id)?;
             if p.stopped() {
                 return Ok(api::WaitResponse {
@@ -771,9 +775,7 @@ impl containerd_shim::Task for TaskService {
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let p = c.process(&req.exec_id)?;
         let status = if req.exec_id.is_empty() && c.paused && !p.stopped() {
             api::Status::PAUSED
@@ -861,9 +863,7 @@ impl containerd_shim::Task for TaskService {
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
         {
             let mut map = self.lock()?;
-            let c = map
-                .get_mut(&req.id)
-                .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+            let c = container_mut(&mut map, &req.id)?;
             if req.exec_id.is_empty() || c.execs.contains_key(&req.exec_id) {
                 return Err(Error::FailedPrecondition(format!(
                     "exec id {:?} is empty or already exists",
@@ -907,9 +907,7 @@ impl containerd_shim::Task for TaskService {
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let p = c.process(&req.exec_id)?;
         match &p.io {
             Some(io) => io.resize(req.width, req.height)?,
@@ -920,9 +918,7 @@ impl containerd_shim::Task for TaskService {
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         let map = self.lock()?;
-        let c = map
-            .get(&req.id)
-            .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+        let c = container(&map, &req.id)?;
         let p = c.process(&req.exec_id)?;
         if req.stdin {
             if let Some(io) = &p.io {
@@ -948,9 +944,7 @@ impl containerd_shim::Task for TaskService {
     ) -> TtrpcResult<api::StatsResponse> {
         let pid = {
             let map = self.lock()?;
-            let c = map
-                .get(&req.id)
-                .ok_or_else(|| Error::NotFound(format!("container {}", req.id)))?;
+            let c = container(&map, &req.id)?;
             if c.init.stopped() {
                 return Err(
                     Error::FailedPrecondition(format!("container {} is stopped", req.id)).into(),

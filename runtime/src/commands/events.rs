@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::GlobalOptions;
-use crate::cgroups::{CgroupManager, Stats};
+use crate::cgroups::Stats;
 use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff events`.
@@ -87,7 +87,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
         if st.status(&dir) == Status::Stopped {
             anyhow::bail!("container with id {} is not running", args.id);
         }
-        let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+        let cg = st.cgroup()?;
         (st, cg)
     };
     let stdout = std::io::stdout();

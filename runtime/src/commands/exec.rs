@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, Process};
 
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::init::{self, InitRequest, Mode};
 use crate::namespaces;
 use crate::state::{ContainerState, StateDir, Status};
@@ -261,7 +260,8 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         }
         e
     };
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)
+    let cg = st
+        .cgroup()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .map_err(kill_child)?;
     if let Err(e) = cg.add_task(child) {
@@ -319,23 +319,8 @@ fn exec(global: &GlobalOptions, args: Args) -> Result<i32> {
         return Ok(0);
     }
     signals::block_all();
-    let raw = pty.as_ref().and_then(|_| tty::RawMode::enter(0));
-    let mut winch = None;
-    if let Some(m) = &pty {
-        if let Some((r, c)) = tty::get_size(0) {
-            let _ = tty::set_size(m.as_raw_fd(), r, c);
-        }
-        winch = Some(m.as_raw_fd());
-    }
-    let copier = pty.map(tty::proxy);
-    let code = signals::forward_and_wait(child, || {
-        if let (Some(fd), Some((r, c))) = (winch, tty::get_size(0)) {
-            let _ = tty::set_size(fd, r, c);
-        }
-    });
-    if let Some(h) = copier {
-        let _ = h.join();
-    }
-    drop(raw);
+    let fg = tty::Foreground::attach(pty);
+    let code = signals::forward_and_wait(child, || fg.resize());
+    fg.finish();
     Ok(code)
 }

@@ -1,6 +1,5 @@
 //! `skiff kill`: send a signal to the container's init (or, with --all, every process).
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::signals::parse_signal;
 use crate::state::{StateDir, Status};
 
@@ -30,8 +29,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
         anyhow::bail!("container not running");
     }
     if args.all {
-        let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cg = st.cgroup().map_err(|e| anyhow::anyhow!("{e}"))?;
         let pids = cg.pids().map_err(|e| anyhow::anyhow!("{e}"))?;
         if pids.is_empty() {
             // Cgroup unavailable: at least signal the init.

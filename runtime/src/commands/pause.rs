@@ -1,6 +1,5 @@
 //! `skiff pause`: freeze every process of the container (freezer v1, cgroup.freeze v2).
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff pause`.
@@ -18,7 +17,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
         Status::Running | Status::Created => {}
         _ => anyhow::bail!("container not running"),
     }
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+    let cg = st.cgroup()?;
     cg.freeze()?;
     Ok(0)
 }

@@ -4,7 +4,6 @@ use std::process::Command;
 use anyhow::Context;
 
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::state::StateDir;
 
 /// Arguments of `skiff ps`.
@@ -28,7 +27,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     let pids = {
         let dir = StateDir::open(&global.root, &args.id)?;
         let st = dir.load()?;
-        let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+        let cg = st.cgroup()?;
         if !cg.exists() {
             anyhow::bail!("container {} has no cgroup (is it running?)", args.id);
         }

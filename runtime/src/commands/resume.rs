@@ -1,6 +1,5 @@
 //! `skiff resume`: thaw a paused container.
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff resume`.
@@ -14,7 +13,7 @@ pub struct Args {
 pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     let dir = StateDir::open(&global.root, &args.id)?;
     let st = dir.load()?;
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+    let cg = st.cgroup()?;
     // A created container can be frozen too; its status then still reads "created".
     let frozen = st.init_alive() && cg.is_frozen()?;
     if !frozen || st.status(&dir) == Status::Stopped {

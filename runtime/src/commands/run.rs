@@ -35,35 +35,18 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     }
     // Foreground: take every signal synchronously and forward it to the container.
     signals::block_all();
-    let console = created.console.take();
-    let raw = console.as_ref().and_then(|_| tty::RawMode::enter(0));
-    let mut winch_target = None;
-    if let Some(m) = &console {
-        use std::os::fd::AsRawFd;
-        if let Some((r, c)) = tty::get_size(0) {
-            let _ = tty::set_size(m.as_raw_fd(), r, c);
-        }
-        winch_target = Some(m.as_raw_fd());
-    }
-    let copier = console.map(tty::proxy);
+    let fg = tty::Foreground::attach(created.console.take());
     let id = created.state.id.clone();
     if let Err(e) = container::start(&created.dir, &mut created.state) {
-        drop(raw);
+        drop(fg);
         let _ = container::destroy(&created.dir, &created.state);
         return Err(e);
     }
     // Let other commands (state, kill, exec) work on the container while we wait.
     let root = created.dir.path.clone();
     drop(created);
-    let code = signals::forward_and_wait(pid, || {
-        if let (Some(fd), Some((r, c))) = (winch_target, tty::get_size(0)) {
-            let _ = tty::set_size(fd, r, c);
-        }
-    });
-    if let Some(h) = copier {
-        let _ = h.join();
-    }
-    drop(raw);
+    let code = signals::forward_and_wait(pid, || fg.resize());
+    fg.finish();
     if !args.keep {
         let root_dir = root.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         if let Ok(dir) = crate::state::StateDir::open(&root_dir, &id) {

@@ -5,7 +5,6 @@ use anyhow::Context;
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
 use super::GlobalOptions;
-use crate::cgroups::CgroupManager;
 use crate::state::{StateDir, Status};
 
 /// Arguments of `skiff update`.
@@ -242,7 +241,7 @@ pub fn run(global: &GlobalOptions, args: Args) -> anyhow::Result<i32> {
     if st.status(&dir) == Status::Stopped {
         anyhow::bail!("container not running");
     }
-    let cg = CgroupManager::new(st.cgroups_path().as_deref(), &st.id, st.systemd_cgroup)?;
+    let cg = st.cgroup()?;
     cg.update(&resources)?;
     // Keep the config snapshot in line, as runc does, so later reads see the new limits.
     if let Some(linux) = st.config.linux().clone() {
