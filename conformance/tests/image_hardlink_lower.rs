@@ -19,52 +19,7 @@ fn agree(name: &str, tars: Vec<Vec<u8>>, with_umoci: bool) {
 /// Every mode must refuse the image with an error mentioning one of `expect` (per mode), leave
 /// no bundle and no partial cached layer, and write nothing outside the store.
 fn refused(name: &str, tars: Vec<Vec<u8>>, expect: &[(&str, &str)]) {
-    if !conformance::is_root() {
-        eprintln!("SKIP: {name}: needs root");
-        return;
-    }
-    let t = TestDir::new(&format!("imghl-{name}"));
-    let layout = t.join("layout");
-    layout_from_tars(&layout, &tars);
-    let store = t.join("store");
-    let oref = format!("oci:{}:latest", layout.display());
-    for (mode, want) in expect {
-        let bundle = t.join(&format!("b-{mode}"));
-        let mut before = list_all(&t.path);
-        before.retain(|p| !p.starts_with("store"));
-        let o = si(
-            &store,
-            &[
-                "unpack",
-                &oref,
-                bundle.to_str().unwrap_or_default(),
-                "--mode",
-                mode,
-            ],
-        );
-        assert!(!o.status.success(), "{name} ({mode}) was accepted");
-        let err = stderr(&o);
-        assert!(
-            err.to_lowercase().contains(&want.to_lowercase()),
-            "{name} ({mode}): error does not mention {want:?}: {err}"
-        );
-        assert!(!bundle.exists(), "{name} ({mode}): bundle left behind");
-        let mut after = list_all(&t.path);
-        after.retain(|p| !p.starts_with("store"));
-        assert_eq!(
-            before, after,
-            "{name} ({mode}): files appeared outside the store"
-        );
-        let partial: Vec<String> = list_all(&store.join("layers"))
-            .into_iter()
-            .filter(|p| p.starts_with(".extract"))
-            .collect();
-        assert!(
-            partial.is_empty(),
-            "{name} ({mode}): partial layer left: {partial:?}"
-        );
-        umount_below(&t.path);
-    }
+    assert_refused("imghl", name, &tars, expect);
 }
 
 fn base_layer() -> Vec<u8> {

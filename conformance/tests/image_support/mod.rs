@@ -689,3 +689,65 @@ pub fn compare_unpackers(
         d.join("\n")
     );
 }
+
+/// Unpack the image made of `tars` in every mode of `expect` (mode, text its error must
+/// mention): each must fail with that text, leave no bundle, no partial cached layer, nothing
+/// outside the store (a canary dir beside the bundle stays empty), and no mount.
+#[allow(dead_code)] // not every test binary that includes this module refuses images
+pub fn assert_refused(prefix: &str, name: &str, tars: &[Vec<u8>], expect: &[(&str, &str)]) {
+    if !conformance::is_root() {
+        eprintln!("SKIP: {name}: needs root");
+        return;
+    }
+    let t = TestDir::new(&format!("{prefix}-{name}"));
+    let layout = t.join("layout");
+    layout_from_tars(&layout, tars);
+    let canary = t.join("canary");
+    std::fs::create_dir_all(&canary).expect("canary");
+    let store = t.join("store");
+    let oref = format!("oci:{}:latest", layout.display());
+    for (mode, want) in expect {
+        let outside = t.join(&format!("outside-{mode}"));
+        std::fs::create_dir_all(outside.join("deep")).expect("deep dir");
+        let bundle = outside.join("deep/bundle");
+        let mut before = list_all(&t.path);
+        before.retain(|p| !p.starts_with("store"));
+        let o = si(
+            &store,
+            &[
+                "unpack",
+                &oref,
+                bundle.to_str().unwrap_or_default(),
+                "--mode",
+                mode,
+            ],
+        );
+        assert!(!o.status.success(), "{name} ({mode}) was accepted");
+        let err = stderr(&o);
+        assert!(
+            err.to_lowercase().contains(&want.to_lowercase()),
+            "{name} ({mode}): error does not mention {want:?}: {err}"
+        );
+        assert!(!bundle.exists(), "{name} ({mode}): bundle left behind");
+        assert!(
+            list_all(&canary).is_empty(),
+            "{name} ({mode}): wrote into canary dir"
+        );
+        // The store may have gained the imported blobs, nothing else.
+        let mut after = list_all(&t.path);
+        after.retain(|p| !p.starts_with("store"));
+        assert_eq!(
+            before, after,
+            "{name} ({mode}): files appeared outside the store"
+        );
+        let partial: Vec<String> = list_all(&store.join("layers"))
+            .into_iter()
+            .filter(|p| p.starts_with(".extract"))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "{name} ({mode}): partial cached layer left: {partial:?}"
+        );
+        umount_below(&t.path);
+    }
+}
