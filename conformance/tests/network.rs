@@ -262,9 +262,7 @@ fn publish_serves_the_page_and_delete_cleans_up() {
         let bundle = t.join(&format!("bundle-{name}"));
         let port = free_port();
         unpack(&store, &bundle, &["-p", &format!("{port}:80")]);
-        let spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).expect("config"))
-                .expect("json");
+        let spec = read_json(&bundle.join("config.json"));
         let hostname = spec["hostname"].as_str().unwrap_or_default().to_string();
         assert!(
             hostname.len() == 12 && hostname.bytes().all(|c| c.is_ascii_hexdigit()),
@@ -284,10 +282,7 @@ fn publish_serves_the_page_and_delete_cleans_up() {
             &id,
         ]);
         assert!(o.success(), "{name} run -d: {o}");
-        let state: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(Path::new(RUN_DIR).join(&id).join("state.json")).expect("state.json"),
-        )
-        .expect("state json");
+        let state = net_state(&id);
         let veth = state["result"]["interfaces"]
             .as_array()
             .and_then(|a| {
@@ -370,11 +365,7 @@ fn two_containers_have_their_own_address_and_port() {
         ports.push(port);
     }
     let ip_of = |id: &str| -> String {
-        let st: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(Path::new(RUN_DIR).join(id).join("state.json")).expect("state"),
-        )
-        .expect("json");
-        st["result"]["ips"][0]["address"]
+        net_state(id)["result"]["ips"][0]["address"]
             .as_str()
             .unwrap_or_default()
             .to_string()
@@ -438,10 +429,9 @@ fn force_delete_of_running_container_cleans_up() {
     assert!(o.success(), "delete --force: {o}");
     assert_clean(&id, None);
     let veths = |s: &str| -> Vec<String> {
-        s.lines()
-            .filter_map(|l| l.split(": ").nth(1))
+        link_names(s)
+            .into_iter()
             .filter(|n| n.starts_with("veth"))
-            .map(str::to_string)
             .collect()
     };
     let after = links();
@@ -518,6 +508,25 @@ fn failing_add_undoes_its_work() {
         assert_eq!(count(&before), count(&links()), "veth left on skiff0");
         drop(guard);
     }
+}
+
+/// A JSON file the runtime or skiff-image wrote (config.json, state.json).
+fn read_json(path: &Path) -> serde_json::Value {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The skiff-net hook's saved state of container `id` (holds the CNI result).
+fn net_state(id: &str) -> serde_json::Value {
+    read_json(&Path::new(RUN_DIR).join(id).join("state.json"))
+}
+
+/// Interface names in `ip -o link` output (without the `@peer` suffix).
+fn link_names(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
 }
 
 fn run_foreground(rt: &Runtime, bundle: &Path) -> String {
@@ -602,11 +611,7 @@ fn net_host_and_net_none() {
     let _serial = lock();
     let t = TestDir::new("net-modes");
     let store = make_image(&t);
-    let host_names: Vec<String> = links()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect();
+    let host_names = link_names(&links());
     let host_hostname = host_cmd("hostname", &[]).trim().to_string();
     for rt in runtimes() {
         let name = rt.name();
@@ -617,9 +622,7 @@ fn net_host_and_net_none() {
             &b,
             &["--net", "host", "--cmd", "/bin/sh", "-c", script],
         );
-        let spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config"))
-                .expect("json");
+        let spec = read_json(&b.join("config.json"));
         assert!(
             !spec["linux"]["namespaces"].to_string().contains("network"),
             "--net host keeps a network namespace"
@@ -631,13 +634,9 @@ fn net_host_and_net_none() {
             host_hostname,
             "{name}: {out}"
         );
-        let seen: Vec<&str> = lines
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n))
-            .collect();
+        let seen = link_names(&lines.collect::<Vec<_>>().join("\n"));
         assert!(
-            seen.iter()
-                .any(|n| *n != "lo" && host_names.iter().any(|h| h == n)),
+            seen.iter().any(|n| n != "lo" && host_names.contains(n)),
             "{name}: --net host does not see the host's interfaces: {out}"
         );
         let b = t.join(&format!("none-{name}"));
@@ -647,11 +646,7 @@ fn net_host_and_net_none() {
             &["--net", "none", "--cmd", "/bin/sh", "-c", script],
         );
         let out = run_foreground(&rt, &b);
-        let ifs: Vec<&str> = out
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split(": ").nth(1))
-            .collect();
+        let ifs = link_names(&out.lines().skip(1).collect::<Vec<_>>().join("\n"));
         assert_eq!(ifs, vec!["lo"], "{name}: --net none: {out}");
     }
 }
