@@ -501,18 +501,7 @@ impl Applier<'_> {
                 };
                 match (tpfd, tst) {
                     (Some(tpfd), Some(st)) => {
-                        if ftype(&st) == libc::S_IFDIR {
-                            return Err(Error::hostile(&raw, "hardlink to a directory"));
-                        }
-                        if overlay && ftype(&st) == libc::S_IFCHR && st.st_rdev == 0 {
-                            return Err(Error::Invalid(format!(
-                                "layer entry {:?}: hardlink target {:?} was removed by a whiteout",
-                                String::from_utf8_lossy(&raw),
-                                String::from_utf8_lossy(&link)
-                            )));
-                        }
-                        fsops::linkat(tpfd.as_raw_fd(), tname, p, &name)
-                            .ctx(|| self.ctx("hardlink", &raw))?;
+                        self.link_existing(&raw, &link, tpfd.as_raw_fd(), tname, &st, p, &name)?;
                     }
                     _ if overlay => {
                         if lcomps == comps {
@@ -561,6 +550,32 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Link `dest_name` (in `dest_dir`) to the node `tname` (stat `st`) that the target holds in
+    /// `tdir`: never to a directory, and in overlay format never to a whiteout.
+    #[allow(clippy::too_many_arguments)]
+    fn link_existing(
+        &self,
+        raw: &[u8],
+        link: &[u8],
+        tdir: RawFd,
+        tname: &OsStr,
+        st: &libc::stat,
+        dest_dir: RawFd,
+        dest_name: &OsStr,
+    ) -> Result<()> {
+        if ftype(st) == libc::S_IFDIR {
+            return Err(Error::hostile(raw, "hardlink to a directory"));
+        }
+        if self.format == ApplyFormat::Overlay && ftype(st) == libc::S_IFCHR && st.st_rdev == 0 {
+            return Err(Error::Invalid(format!(
+                "layer entry {:?}: hardlink target {:?} was removed by a whiteout",
+                String::from_utf8_lossy(raw),
+                String::from_utf8_lossy(link)
+            )));
+        }
+        fsops::linkat(tdir, tname, dest_dir, dest_name).ctx(|| self.ctx("hardlink", raw))
+    }
+
     /// Overlay format: the link target is not in this layer; copy it up from the nearest lower
     /// layer that shows it and link to the copy.
     fn link_from_lower(
@@ -586,21 +601,20 @@ impl Applier<'_> {
             .split_last()
             .ok_or_else(|| Error::hostile(raw, "hardlink to the root directory"))?;
         if real != lcomps {
-            // Through a lower symlink the target may be a file this layer already has.
+            // Through a lower symlink the target may be a node this layer already has.
             if let Some(tp) = self.parent(raw, tparent, false)? {
                 let st = fsops::lstat_at(tp.as_raw_fd(), tname)
                     .ctx(|| self.ctx("stat link target of", raw))?;
-                match st {
-                    Some(st) if ftype(&st) == libc::S_IFDIR => {
-                        return Err(Error::hostile(raw, "hardlink to a directory"))
-                    }
-                    Some(st) if !(ftype(&st) == libc::S_IFCHR && st.st_rdev == 0) => {
-                        fsops::linkat(tp.as_raw_fd(), tname, dest_dir, dest_name)
-                            .ctx(|| self.ctx("hardlink", raw))?;
-                        return Ok(());
-                    }
-                    // Missing or whited out here: the lower layers decide.
-                    _ => {}
+                if let Some(st) = st {
+                    return self.link_existing(
+                        raw,
+                        link,
+                        tp.as_raw_fd(),
+                        tname,
+                        &st,
+                        dest_dir,
+                        dest_name,
+                    );
                 }
             }
         }

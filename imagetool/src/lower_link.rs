@@ -55,6 +55,11 @@ fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     fsops::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
 }
 
+/// Context for an I/O error met while looking up the target `link` of entry `raw`.
+fn target_ctx(what: &str, raw: &[u8], link: &[u8]) -> String {
+    format!("{what} hardlink target {:?} of {:?}", text(link), text(raw))
+}
+
 fn not_found(raw: &[u8], link: &[u8], why: &str) -> Error {
     Error::Invalid(format!(
         "layer entry {:?}: hardlink target {:?} {why}",
@@ -92,7 +97,7 @@ fn descend(
     link: &[u8],
     dirs: &[OsString],
 ) -> Result<Level> {
-    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    let ctx = |what: &str| target_ctx(what, raw, link);
     let dup = |fd: RawFd| -> Result<OwnedFd> {
         fsops::openat(fd, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)
             .ctx(|| ctx("opening a layer for"))
@@ -164,37 +169,30 @@ fn descend(
 
 /// What the merged view shows under one name of a [`Level`].
 enum Top {
+    /// Nothing, or a whiteout (the reason for messages).
     Missing(&'static str),
-    Dir,
-    /// A symlink of a lower layer, with its target.
-    Symlink(Vec<u8>),
-    Other,
+    /// A node of the layer being extracted.
+    InLayer(libc::stat),
+    /// A node of the lower dir `level.cands[i]`.
+    InLower(usize, libc::stat),
 }
 
 fn top_entry(level: &Level, raw: &[u8], link: &[u8], name: &OsStr) -> Result<Top> {
-    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    let ctx = |what: &str| target_ctx(what, raw, link);
     if let Some(h) = &level.here {
         match fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
             None => {}
             Some(st) if is_whiteout(&st) => return Ok(Top::Missing("was removed by a whiteout")),
-            Some(st) if ftype(&st) == libc::S_IFDIR => return Ok(Top::Dir),
-            // Made by this layer: as in copy mode, never resolved through.
-            Some(st) if ftype(&st) == libc::S_IFLNK => return Err(through_symlink(raw, link)),
-            Some(_) => return Ok(Top::Other),
+            Some(st) => return Ok(Top::InLayer(st)),
         }
     }
-    for c in &level.cands {
+    for (i, c) in level.cands.iter().enumerate() {
         match fsops::lstat_at(c.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
             None => continue,
             Some(st) if is_whiteout(&st) => {
                 return Ok(Top::Missing("was removed by a whiteout in a lower layer"))
             }
-            Some(st) if ftype(&st) == libc::S_IFDIR => return Ok(Top::Dir),
-            Some(st) if ftype(&st) == libc::S_IFLNK => {
-                let t = fsops::readlinkat(c.as_raw_fd(), name).ctx(|| ctx("reading symlink in"))?;
-                return Ok(Top::Symlink(t));
-            }
-            Some(_) => return Ok(Top::Other),
+            Some(st) => return Ok(Top::InLower(i, st)),
         }
     }
     Ok(Top::Missing("does not exist"))
@@ -238,11 +236,18 @@ pub(crate) fn resolve(
             _ => {}
         }
         let level = descend(layer, lowers, raw, link, &done)?;
-        match top_entry(&level, raw, link, &comp)? {
-            Top::Dir => done.push(comp),
+        let (st, lower) = match top_entry(&level, raw, link, &comp)? {
             Top::Missing(why) => return Err(not_found(raw, link, why)),
-            Top::Other => return Err(not_found(raw, link, "has a non-directory in its path")),
-            Top::Symlink(t) => {
+            Top::InLayer(st) => (st, None),
+            Top::InLower(i, st) => (st, Some(&level.cands[i])),
+        };
+        match (ftype(&st), lower) {
+            (libc::S_IFDIR, _) => done.push(comp),
+            // Made by this layer: as in copy mode, never resolved through.
+            (libc::S_IFLNK, None) => return Err(through_symlink(raw, link)),
+            (libc::S_IFLNK, Some(dir)) => {
+                let t = fsops::readlinkat(dir.as_raw_fd(), &comp)
+                    .ctx(|| target_ctx("reading symlink in", raw, link))?;
                 followed += 1;
                 if followed > MAX_SYMLINKS {
                     return Err(not_found(raw, link, "goes through too many symlinks"));
@@ -254,6 +259,7 @@ pub(crate) fn resolve(
                     todo.push_front(OsStr::from_bytes(part).to_os_string());
                 }
             }
+            _ => return Err(not_found(raw, link, "has a non-directory in its path")),
         }
     }
     done.push(name.clone());
@@ -269,48 +275,33 @@ pub(crate) fn find(
     link: &[u8],
     target: &[OsString],
 ) -> Result<Found> {
-    let ctx = |what: &str| format!("{what} hardlink target {:?} of {:?}", text(link), text(raw));
+    let ctx = |what: &str| target_ctx(what, raw, link);
     let Some((name, parents)) = target.split_last() else {
         return Err(Error::hostile(raw, "hardlink to the root directory"));
     };
     let level = descend(layer, lowers, raw, link, parents)?;
-    if let Some(h) = &level.here {
-        if let Some(st) = fsops::lstat_at(h.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
-            if is_whiteout(&st) {
-                return Err(not_found(raw, link, "was removed by a whiteout"));
-            }
+    match top_entry(&level, raw, link, name)? {
+        Top::Missing(why) => Err(not_found(raw, link, why)),
+        Top::InLower(_, st) if ftype(&st) == libc::S_IFDIR => {
+            Err(Error::hostile(raw, "hardlink to a directory"))
         }
-    }
-    for c in &level.cands {
-        match fsops::lstat_at(c.as_raw_fd(), name).ctx(|| ctx("looking up"))? {
-            None => continue,
-            Some(st) if is_whiteout(&st) => {
-                return Err(not_found(
-                    raw,
-                    link,
-                    "was removed by a whiteout in a lower layer",
-                ))
-            }
-            Some(st) if ftype(&st) == libc::S_IFDIR => {
-                return Err(Error::hostile(raw, "hardlink to a directory"))
-            }
-            Some(st) => {
-                let src_dir = fsops::openat(
-                    c.as_raw_fd(),
-                    OsStr::new("."),
-                    libc::O_PATH | libc::O_DIRECTORY,
-                    0,
-                )
-                .ctx(|| ctx("opening a layer for"))?;
-                return Ok(Found {
-                    parent_sources: level.parent_sources,
-                    src_dir,
-                    st,
-                });
-            }
+        Top::InLower(i, st) => {
+            let src_dir = fsops::openat(
+                level.cands[i].as_raw_fd(),
+                OsStr::new("."),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )
+            .ctx(|| ctx("opening a layer for"))?;
+            Ok(Found {
+                parent_sources: level.parent_sources,
+                src_dir,
+                st,
+            })
         }
+        // The caller links targets this layer has itself; none should reach here.
+        Top::InLayer(_) => Err(not_found(raw, link, "is in this layer, not a lower one")),
     }
-    Err(not_found(raw, link, "does not exist"))
 }
 
 /// What a copy-up made in this layer.
