@@ -249,10 +249,11 @@ impl Producer {
         Ok(())
     }
 
-    /// A chunk buffer: one the consumer gave back, else a new one.
-    fn buffer(&self) -> Vec<u8> {
-        match self.recycled.try_recv() {
-            Ok(mut b) if b.capacity() >= CHUNK => {
+    /// A chunk buffer of CHUNK bytes: `spare` (kept after the consumer left), else one the
+    /// consumer gave back, else a new one.
+    fn buffer(&self, spare: Option<Vec<u8>>) -> Vec<u8> {
+        match spare.or_else(|| self.recycled.try_recv().ok()) {
+            Some(mut b) if b.capacity() >= CHUNK => {
                 b.resize(CHUNK, 0);
                 b
             }
@@ -267,13 +268,7 @@ impl Producer {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(aborted());
             }
-            let mut buf = match spare.take() {
-                Some(mut b) => {
-                    b.resize(CHUNK, 0);
-                    b
-                }
-                None => self.buffer(),
-            };
+            let mut buf = self.buffer(spare.take());
             let mut n = 0;
             while n < CHUNK {
                 match r.read(&mut buf[n..]) {
