@@ -27,6 +27,46 @@ pub fn debian_kernel() -> Option<(PathBuf, String)> {
     Some((path, version))
 }
 
+/// What booting a guest takes from this host.
+pub struct GuestTools {
+    /// qemu-system-x86_64.
+    pub qemu: PathBuf,
+    /// Debian's kernel image and its version (see [`debian_kernel`]).
+    pub kernel: PathBuf,
+    /// The kernel's version, naming its module directory.
+    pub kernel_version: String,
+}
+
+/// qemu, Debian's kernel, busybox-static (the guest's userland) and cpio (the initramfs), or the
+/// reason to skip a guest test when one of them is missing.
+pub fn guest_tools() -> Result<GuestTools, String> {
+    let qemu = crate::bins::system("qemu-system-x86_64")
+        .ok_or("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")?;
+    let (kernel, kernel_version) =
+        debian_kernel().ok_or("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")?;
+    if !Path::new("/bin/busybox").exists() {
+        return Err("no /bin/busybox (apt-get install busybox-static)".into());
+    }
+    if crate::bins::system("cpio").is_none() {
+        return Err("cpio is not installed".into());
+    }
+    Ok(GuestTools {
+        qemu,
+        kernel,
+        kernel_version,
+    })
+}
+
+/// Shell functions the guest scripts share (`pass`, `fail`, `check`, `check_has`, `rd`).
+const GUEST_CHECKS: &str = include_str!("../vm/checks.sh");
+
+/// Write `script` as `dir/guest.sh` (mode 0755) with the `checks.sh` it sources beside it.
+pub fn write_guest_script(dir: &Path, script: &str) {
+    std::fs::write(dir.join("checks.sh"), GUEST_CHECKS).expect("checks.sh");
+    std::fs::write(dir.join("guest.sh"), script).expect("guest.sh");
+    run(Command::new("chmod").arg("755").arg(dir.join("guest.sh")));
+}
+
 /// Run a set-up command to completion and return its stdout; panics (with its stderr) on failure.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use conformance::vm::{boot, debian_kernel, make_initrd, results, run};
+use conformance::vm::{
+    boot, guest_tools, make_initrd, results, run, write_guest_script, GuestTools,
+};
 use conformance::{bundle::Bundle, require_root, skip};
 use serde_json::{json, Value};
 
@@ -127,12 +129,13 @@ fn bundle(dir: &Path, name: &str, cgroups_path: &str, args: &[&str], resources: 
 #[test]
 fn systemd_cgroup_driver_in_qemu() {
     require_root!();
-    let qemu = match conformance::bins::system("qemu-system-x86_64") {
-        Some(q) => q,
-        None => skip!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"),
-    };
-    let Some((kernel, kver)) = debian_kernel() else {
-        skip!("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
+    let GuestTools {
+        qemu,
+        kernel,
+        kernel_version: kver,
+    } = match guest_tools() {
+        Ok(t) => t,
+        Err(why) => skip!("{why}"),
     };
     let moddir = PathBuf::from("/lib/modules").join(&kver);
     let Some(modules) = module_order(&moddir, MODULES) else {
@@ -148,12 +151,6 @@ fn systemd_cgroup_driver_in_qemu() {
     }
     if conformance::bins::system("dbus-daemon").is_none() {
         skip!("dbus-daemon is not installed (apt-get install dbus): skiff reaches systemd over the system bus");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        skip!("no /bin/busybox (apt-get install busybox-static)");
-    }
-    if conformance::bins::system("cpio").is_none() {
-        skip!("cpio is not installed");
     }
     let skiff = conformance::bins::skiff().expect("skiff binary");
     let tmp = tempfile::Builder::new()
@@ -200,11 +197,8 @@ fn systemd_cgroup_driver_in_qemu() {
     std::fs::write(staging.join("units/skiff-test.target"), TARGET_UNIT).expect("unit");
     std::fs::write(staging.join("units/skiff-test.service"), SERVICE_UNIT).expect("unit");
     let guest = staging.join("skiff-guest");
-    std::fs::write(guest.join("guest.sh"), GUEST_SCRIPT).expect("guest.sh");
-    run(Command::new("chmod")
-        .arg("755")
-        .arg(staging.join("init"))
-        .arg(guest.join("guest.sh")));
+    write_guest_script(&guest, GUEST_SCRIPT);
+    run(Command::new("chmod").arg("755").arg(staging.join("init")));
     // skiff, stripped when strip exists (the debug binary is large); its libraries come from
     // the host's root file system, which the guest runs on.
     let stripped = Command::new("strip")

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use conformance::vm::{boot, debian_kernel, make_initrd, results, run};
+use conformance::vm::{
+    boot, guest_tools, make_initrd, results, run, write_guest_script, GuestTools,
+};
 use conformance::{bundle::Bundle, require_root, skip};
 use serde_json::{json, Value};
 
@@ -16,7 +18,7 @@ const GUEST_SCRIPT: &str = include_str!("../vm/cgroup-v2-guest.sh");
 /// need, does not work on the initramfs root itself).
 const STAGE1: &str = "#!/bin/busybox sh
 /bin/busybox mount -t tmpfs -o size=900m tmpfs /newroot
-/bin/busybox cp -a /bin /lib /lib64 /skiff /bundles /guest.sh /newroot/
+/bin/busybox cp -a /bin /lib /lib64 /skiff /bundles /guest.sh /checks.sh /newroot/
 /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp
 exec /bin/busybox switch_root /newroot /guest.sh
 ";
@@ -67,19 +69,10 @@ fn deny_all() -> Value {
 #[test]
 fn pure_cgroup_v2_in_qemu() {
     require_root!();
-    let qemu = match conformance::bins::system("qemu-system-x86_64") {
-        Some(q) => q,
-        None => skip!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"),
+    let GuestTools { qemu, kernel, .. } = match guest_tools() {
+        Ok(t) => t,
+        Err(why) => skip!("{why}"),
     };
-    let Some((kernel, _)) = debian_kernel() else {
-        skip!("no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
-    };
-    if !Path::new("/bin/busybox").exists() {
-        skip!("no /bin/busybox (apt-get install busybox-static)");
-    }
-    if conformance::bins::system("cpio").is_none() {
-        skip!("cpio is not installed");
-    }
     let skiff = conformance::bins::skiff().expect("skiff binary");
     let tmp = tempfile::Builder::new()
         .prefix("skiff-v2vm-")
@@ -114,10 +107,8 @@ fn pure_cgroup_v2_in_qemu() {
         );
     }
     std::fs::write(staging.join("init"), STAGE1).expect("init");
-    std::fs::write(staging.join("guest.sh"), GUEST_SCRIPT).expect("guest.sh");
-    for f in ["init", "guest.sh"] {
-        run(Command::new("chmod").arg("755").arg(staging.join(f)));
-    }
+    run(Command::new("chmod").arg("755").arg(staging.join("init")));
+    write_guest_script(&staging, GUEST_SCRIPT);
     std::fs::create_dir_all(staging.join("newroot")).expect("mkdir");
 
     let sleep = ["sleep", "1000"];

@@ -7,13 +7,7 @@
 G=/skiff-guest
 S="$G/skiff --root /run/skiff --systemd-cgroup"
 CG=/sys/fs/cgroup
-pass() { echo "RESULT PASS $1"; }
-fail() { echo "RESULT FAIL $1: $2"; }
-# check NAME EXPECTED ACTUAL
-check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want [$2] got [$3]"; fi; }
-# check_has NAME NEEDLE HAYSTACK
-check_has() { case "$3" in *"$2"*) pass "$1";; *) fail "$1" "[$2] not in [$3]";; esac; }
-rd() { cat "$1" 2>&1 | head -1; }
+. "$(dirname "$0")/checks.sh"
 # prop UNIT PROPERTY: what systemd says about the unit
 prop() { systemctl show -p "$2" --value "$1" 2>&1; }
 # gone NAME UNIT DIR: the unit is unknown to systemd and its cgroup is removed
