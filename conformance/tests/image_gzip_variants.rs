@@ -21,6 +21,26 @@ fn unpack(
     si(store, &args)
 }
 
+/// A one-layer layout in `t/layout` whose gzip layer of `tar` has its trailer's size field
+/// (ISIZE) replaced by `isize(real size)`; the diff_id stays the real one.
+fn layout_with_isize(
+    t: &TestDir,
+    tar: &[u8],
+    isize: impl FnOnce(u32) -> u32,
+) -> std::path::PathBuf {
+    let mut gz = gzip(tar);
+    let n = gz.len();
+    let real = u32::from_le_bytes([gz[n - 4], gz[n - 3], gz[n - 2], gz[n - 1]]);
+    gz[n - 4..].copy_from_slice(&isize(real).to_le_bytes());
+    let layout = t.join("layout");
+    make_layout(
+        &layout,
+        &[(gz, GZ, format!("sha256:{}", sha256_hex(tar)))],
+        serde_json::json!({}),
+    );
+    layout
+}
+
 fn big_layer() -> Vec<u8> {
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
@@ -84,16 +104,8 @@ fn gzip_trailer_claiming_a_small_size_does_not_hide_a_bomb() {
     let t = TestDir::new("imgz-bomb");
     let zeros = vec![0u8; 32 << 20];
     let tar = Layer::new().file("zeros", 0o644, &zeros).finish();
-    let mut gz = gzip(&tar);
-    let n = gz.len();
     // ISIZE says 1000 bytes.
-    gz[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
-    let layout = t.join("layout");
-    make_layout(
-        &layout,
-        &[(gz, GZ, format!("sha256:{}", sha256_hex(&tar)))],
-        serde_json::json!({}),
-    );
+    let layout = layout_with_isize(&t, &tar, |_| 1000);
     let store = t.join("store");
     for mode in ["copy", "overlay"] {
         let b = t.join(&format!("b-{mode}"));
@@ -119,16 +131,7 @@ fn gzip_trailer_with_a_wrong_size_is_refused() {
     }
     let t = TestDir::new("imgz-isize");
     let tar = big_layer();
-    let mut gz = gzip(&tar);
-    let n = gz.len();
-    let real = u32::from_le_bytes([gz[n - 4], gz[n - 3], gz[n - 2], gz[n - 1]]);
-    gz[n - 4..].copy_from_slice(&(real + 4096).to_le_bytes());
-    let layout = t.join("layout");
-    make_layout(
-        &layout,
-        &[(gz, GZ, format!("sha256:{}", sha256_hex(&tar)))],
-        serde_json::json!({}),
-    );
+    let layout = layout_with_isize(&t, &tar, |real| real + 4096);
     let store = t.join("store");
     for mode in ["copy", "overlay"] {
         let b = t.join(&format!("b-{mode}"));
