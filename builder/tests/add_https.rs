@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,14 +246,8 @@ fn serve<S: std::io::Read + Write>(s: &mut S, port: u16) -> std::io::Result<()> 
 /// Run skiff-build in `env` with exactly the TLS-related environment given (SSL_CERT_FILE and
 /// SSL_CERT_DIR of the caller are removed so the system store is what is trusted).
 fn build(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_skiff-build"));
-    c.arg("--store")
-        .arg(&env.store)
-        .arg("--runtime")
-        .arg(&env.runtime)
-        .arg("--runtime-root")
-        .arg(&env.runtime_root)
-        .arg("--progress")
+    let mut c = env.command();
+    c.arg("--progress")
         .arg("plain")
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
@@ -582,13 +576,8 @@ fn stalled_download_stops_on_sigterm() {
         "stall",
         &format!("FROM busybox\nADD http://127.0.0.1:{port}/big /big\n"),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff-build"))
-        .arg("--store")
-        .arg(&env.store)
-        .arg("--runtime")
-        .arg(&env.runtime)
-        .arg("--runtime-root")
-        .arg(&env.runtime_root)
+    let mut child = env
+        .command()
         .args(["--progress", "plain", &ctx])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

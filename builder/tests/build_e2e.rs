@@ -695,13 +695,8 @@ fn killed_build_is_cleaned_up_by_the_next() {
     need_host!();
     let env = Env::new();
     let ctx = env.context("killed", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-build"))
-        .arg("--store")
-        .arg(&env.store)
-        .arg("--runtime")
-        .arg(&env.runtime)
-        .arg("--runtime-root")
-        .arg(&env.runtime_root)
+    let mut child = env
+        .command()
         .arg(&ctx)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -789,13 +784,8 @@ fn sigterm_stops_the_build_and_cleans_up() {
     need_host!();
     let env = Env::new();
     let ctx = env.context("term", &[("Dockerfile", "FROM busybox\nRUN sleep 60\n")]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skiff-build"))
-        .arg("--store")
-        .arg(&env.store)
-        .arg("--runtime")
-        .arg(&env.runtime)
-        .arg("--runtime-root")
-        .arg(&env.runtime_root)
+    let mut child = env
+        .command()
         .arg("-t")
         .arg("term:x")
         .arg(&ctx)

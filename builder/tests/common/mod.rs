@@ -132,16 +132,23 @@ impl Env {
         self.build_env(args, &[])
     }
 
-    /// Like [`Env::build`] with extra environment variables.
-    pub fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// A skiff-build command with this environment's store and runtime (for tests that need
+    /// to spawn it, set its environment or stdio themselves).
+    pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_skiff-build"));
         c.arg("--store")
             .arg(&self.store)
             .arg("--runtime")
             .arg(&self.runtime)
             .arg("--runtime-root")
-            .arg(&self.runtime_root)
-            .arg("--progress")
+            .arg(&self.runtime_root);
+        c
+    }
+
+    /// Like [`Env::build`] with extra environment variables.
+    pub fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command();
+        c.arg("--progress")
             .arg("plain")
             .args(args)
             .env_remove("SOURCE_DATE_EPOCH");
